@@ -44,3 +44,72 @@ def from_dict(cls: type[T], values: dict[str, Any]) -> T:
     """Rebuild a config, ignoring keys it does not know (older or newer bundles)."""
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the encoder-decoder; enough to rebuild the model from a checkpoint alone."""
+
+    vocab_size: int = field(default=8000, metadata={"help": "set from the tokenizer"})
+    embedding_dim: int = field(default=256, metadata={"help": "token embedding size"})
+    hidden_size: int = field(default=512, metadata={"help": "LSTM state size (both directions)"})
+    layers: int = field(default=1, metadata={"help": "LSTM layers in encoder and decoder"})
+    bidirectional: bool = field(default=True, metadata={"help": "bidirectional encoder"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout on embeddings and outputs"})
+    attention: Literal["dot", "general", "concat"] = field(
+        default="general", metadata={"help": "Luong attention score"}
+    )
+    # Input feeding (Luong et al. 2015, sec. 3.3) forces a step-by-step decoder loop in training;
+    # off by default so teacher forcing runs the decoder LSTM over the whole sequence at once.
+    input_feeding: bool = field(default=False, metadata={"help": "feed the attentional vector back"})
+    # Tying shares the embedding with the output layer (Press & Wolf 2017): fewer parameters and
+    # a cheaper softmax (embedding_dim < hidden_size), which matters most on a CPU.
+    tie_embeddings: bool = field(default=True, metadata={"help": "share input and output embeddings"})
+
+
+@dataclass
+class DecodeConfig:
+    """How replies are generated at chat, evaluation and serving time."""
+
+    strategy: Literal["greedy", "beam", "sample"] = field(
+        default="greedy", metadata={"help": "greedy, beam or sample"}
+    )
+    beam_size: int = field(default=5, metadata={"help": "beam: hypotheses kept"})
+    # GNMT length penalty ((5 + len) / 6) ** alpha; 0 disables, larger favours longer replies.
+    length_penalty: float = field(default=1.0, metadata={"help": "beam: length penalty alpha"})
+    temperature: float = field(default=1.0, metadata={"help": "sample: softmax temperature"})
+    top_k: int = field(default=0, metadata={"help": "sample: keep the k best tokens (0 = all)"})
+    top_p: float = field(default=1.0, metadata={"help": "sample: nucleus mass (1 = all)"})
+    max_tokens: int = field(default=20, metadata={"help": "longest reply in tokens"})
+    min_tokens: int = field(default=1, metadata={"help": "shortest reply in tokens"})
+    # Loops like "gonna gonna gonna" are the commonest complaint about such bots.
+    no_repeat_ngram: int = field(
+        default=3, metadata={"help": "never repeat an n-gram of this size (0 = off)"}
+    )
+
+
+@dataclass
+class CrossEntropyConfig:
+    """Teacher-forced maximum-likelihood training."""
+
+    batch_size: int = field(default=64, metadata={"help": "pairs per step"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
+    optimizer: Literal["adam", "adamw"] = field(default="adam", metadata={"help": "adam or adamw"})
+    weight_decay: float = field(default=0.0, metadata={"help": "adamw weight decay"})
+    schedule: Literal["constant", "cosine", "plateau"] = field(
+        default="plateau", metadata={"help": "lr schedule after warm-up"}
+    )
+    warmup_steps: int = field(default=100, metadata={"help": "linear warm-up steps"})
+    grad_clip: float = field(default=5.0, metadata={"help": "max gradient norm (0 = off)"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
+    # Ratio < 1 is scheduled sampling (Bengio et al. 2015); it forces a step-by-step decoder.
+    teacher_forcing: float = field(default=1.0, metadata={"help": "share of gold decoder inputs"})
+    epochs: int = field(default=10, metadata={"help": "passes over the training pairs"})
+    max_steps: int = field(default=0, metadata={"help": "stop after this many steps (0 = no cap)"})
+    max_minutes: float = field(default=0.0, metadata={"help": "stop after this time (0 = no cap)"})
+    eval_every: int = field(default=0, metadata={"help": "validate every N steps (0 = per epoch)"})
+    max_eval_pairs: int = field(default=2000, metadata={"help": "cap on validation pairs"})
+    patience: int = field(default=3, metadata={"help": "stop after N evals without improvement"})
+    checkpoint_every: int = field(default=500, metadata={"help": "save resumable state every N steps"})
+    keep_checkpoints: int = field(default=2, metadata={"help": "resumable checkpoints kept"})
+    seed: int = field(default=0, metadata={"help": "seed of weights, batches and dropout"})

@@ -10,7 +10,7 @@ import numpy as np
 
 from rlchat.config import DataConfig, TokenizerConfig
 from rlchat.corpus import SPLITS, Corpus, Pair, Split, split_pairs
-from rlchat.tokenizer import SEP_ID, ChatTokenizer, train_tokenizer
+from rlchat.tokenizer import SEP_ID, UNK_ID, ChatTokenizer, train_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +96,7 @@ def encode_split(
     ]
     filters["max_tokens"] = len(keep)
     if tok_config.kind == "word" and tok_config.drop_unknown:
-        unk = tokenizer.unk_id
-        keep = [i for i in keep if unk not in sources[i] and unk not in replies[i]]
+        keep = [i for i in keep if UNK_ID not in sources[i] and UNK_ID not in replies[i]]
         filters["no_unknown_word"] = len(keep)
     examples = []
     for i in keep:

@@ -140,11 +140,13 @@ def download_corpus(
             f"again, or pass --corpus {target} to use the files that are there."
         )
     dest.mkdir(parents=True, exist_ok=True)
-    fd, archive_name = tempfile.mkstemp(dir=dest, prefix=".cornell-", suffix=".zip.part")
-    archive = Path(archive_name)
-    staging = Path(tempfile.mkdtemp(dir=dest, prefix=".cornell-", suffix=".part"))
+    # One scratch directory on the same filesystem as `target`: the final rename is atomic, and
+    # removing this directory is the whole cleanup, whatever failed.
+    work = Path(tempfile.mkdtemp(dir=dest, prefix=".cornell-", suffix=".part"))
     try:
-        with os.fdopen(fd, "wb") as out:
+        archive, staging = work / "corpus.zip", work / CORPUS_DIRNAME
+        staging.mkdir()
+        with archive.open("wb") as out:
             actual = _fetch(url, out, progress=progress, timeout=timeout)
         if actual != sha256.lower():
             raise DownloadError(
@@ -163,8 +165,7 @@ def download_corpus(
         (staging / MARKER_NAME).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         _publish(staging, target, sha256=sha256, shape=shape)
     finally:
-        archive.unlink(missing_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     logger.info("corpus downloaded and verified at %s", target)
     return target
 

@@ -87,17 +87,17 @@ def _character_table() -> dict[int, str]:
 
 
 _CHARACTERS = _character_table()
+# Most lines hold none of those characters; finding that out is cheaper than translating.
+_ODD_CHARACTER_RE = re.compile("[" + re.escape("".join(map(chr, _CHARACTERS))) + "]")
 # Formatting tags of the scraped scripts; other <word> brackets mark emphasis and keep the word.
 _TAG_RE = re.compile(r"</?(?:a|b|i|u|s|em|strong|pre|html|body|font|br|p|span|div)\b[^<>]*>")
 # Two or more dots, spaced or not ("..", ". . .", "....  ..."): one ellipsis.
 _ELLIPSIS_RE = re.compile(r"\.(?:\s*\.)+")
 # Dash runs and a hyphen standing alone between spaces are the script's pause or interruption.
-_DASH_RE = re.compile(r"(?:\s*(?:-{2,}|(?<!\S)-(?!\S)))+\s*")
-_SPACES_RE = re.compile(r"\s+")
+_DASH = r"(?:-{2,}|(?<!\S)-(?!\S))"
+_DASH_RE = re.compile(_DASH + r"(?:\s*" + _DASH + ")*")
 # "can ' t", "don 't", "i' m": only a known suffix is rejoined, so "goin' to" and "of 'em" stay.
-_CONTRACTION_RE = re.compile(
-    r"(?<=[^\W_])(?: ' ?|' )(" + "|".join(CONTRACTION_SUFFIXES) + r")\b"
-)
+_CONTRACTION_RE = re.compile(r"(?<=[^\W_])(?: ' ?|' )(" + "|".join(CONTRACTION_SUFFIXES) + r")\b")
 
 
 def normalize_text(text: str) -> str:
@@ -109,15 +109,16 @@ def normalize_text(text: str) -> str:
     text = text.lower()
     if "<" in text:
         text = _TAG_RE.sub("", text)
-    text = text.translate(_CHARACTERS)
+    if _ODD_CHARACTER_RE.search(text):
+        text = text.translate(_CHARACTERS)
     if "." in text:
         text = _ELLIPSIS_RE.sub(ELLIPSIS, text)
     if "-" in text:
         text = _DASH_RE.sub(f" {DASH} ", text)
-    text = _SPACES_RE.sub(" ", text)
-    if "'" in text:
+    text = " ".join(text.split())
+    if " '" in text or "' " in text:
         text = _CONTRACTION_RE.sub(r"'\1", text)
-    return text.strip()
+    return text
 
 
 # --------------------------------------------------------------------------- word-level text
@@ -126,38 +127,62 @@ def normalize_text(text: str) -> str:
 _WORD_PIECES = r"\.\.\.|--|[^\w\s]"
 _ATTACH_LEFT = frozenset({".", ",", "?", "!", ";", ":", ELLIPSIS, ")", "]", "%"})
 _ATTACH_RIGHT = frozenset({"(", "[", "$", "#"})
-# Tokens that would merge into a different split if written without a space ("." + "..").
-_MERGEABLE = frozenset({".", ELLIPSIS, "-", DASH})
+_HYPHEN = "-"  # "same-sex": a spaced hyphen would come back as a dash
+# Written without a space between them, two of these would come back as one dash.
+_DASHES = frozenset({_HYPHEN, DASH})
+# Words whose elided start the apostrophe belongs to: "tell 'em", not "tell' em".
+_ELIDED_STARTS = frozenset({"em", "cause", "bout", "til", "round", "n", "tis", "twas"})
 
 
-def _needs_space(previous: str, token: str, next_token: str | None, quote_open: bool) -> bool:
-    """Whether readable text puts a space between `previous` and `token`."""
-    if previous in _MERGEABLE and token in _MERGEABLE:
+def _with_apostrophes(tokens: Sequence[str]) -> list[str]:
+    """Glue each apostrophe to its word: "can ' t" -> "can't", "goin '" -> "goin'", "' em" -> "'em".
+
+    Only the word pieces know which side an apostrophe belongs to; spacing comes after.
+    """
+    pieces: list[str] = []
+    glue_next = False
+    for index, token in enumerate(tokens):
+        following = tokens[index + 1] if index + 1 < len(tokens) else None
+        if glue_next:
+            pieces[-1] += token
+            glue_next = False
+        elif token != "'":
+            pieces.append(token)
+        elif pieces and pieces[-1][-1].isalnum() and following not in _ELIDED_STARTS:
+            pieces[-1] += token
+            glue_next = following in CONTRACTION_SUFFIXES
+        else:  # an elided start or an opening quote
+            pieces.append(token)
+            glue_next = following is not None
+    return pieces
+
+
+def _needs_space(previous: str, piece: str, quote_open: bool) -> bool:
+    """Whether readable text puts a space between `previous` and `piece`."""
+    if previous in _DASHES and piece in _DASHES:
         return True
-    if token == '"':
-        return not quote_open  # an opening quote takes a space before it, a closing one not
+    if _HYPHEN in (previous, piece):
+        return False
+    # `quote_open` is the state before an opening or closing quote and after the one before.
+    if piece == '"':
+        return not quote_open and previous not in _ATTACH_RIGHT
     if previous == '"':
-        return not quote_open  # ...and the reverse after it
-    if token == "'":
-        return False  # "can't", "goin'", "the boys'"
-    if previous == "'":
-        return next_token is None and token not in CONTRACTION_SUFFIXES
-    return token not in _ATTACH_LEFT and previous not in _ATTACH_RIGHT
+        return not quote_open and piece not in _ATTACH_LEFT
+    return piece not in _ATTACH_LEFT and previous not in _ATTACH_RIGHT
 
 
 def join_words(tokens: Sequence[str]) -> str:
     """Word-level tokens -> readable text: ["i", "can", "'", "t", "go", "."] -> "i can't go."."""
-    pieces: list[str] = []
+    pieces = _with_apostrophes(tokens)
+    text: list[str] = []
     quote_open = False
-    for index, token in enumerate(tokens):
-        if pieces:
-            next_token = tokens[index + 1] if index + 1 < len(tokens) else None
-            if _needs_space(tokens[index - 1], token, next_token, quote_open):
-                pieces.append(" ")
-        pieces.append(token)
-        if token == '"':
+    for index, piece in enumerate(pieces):
+        if index and _needs_space(pieces[index - 1], piece, quote_open):
+            text.append(" ")
+        text.append(piece)
+        if piece == '"':
             quote_open = not quote_open
-    return "".join(pieces)
+    return "".join(text)
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -169,12 +194,19 @@ def _until_eos(ids: Sequence[int]) -> list[int]:
     return ids[: ids.index(EOS_ID)] if EOS_ID in ids else ids
 
 
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {KINDS}")
+
+
 class ChatTokenizer:
     """A trained `tokenizers.Tokenizer` with the corpus normalisation in front of it."""
 
+    # Fixed in every vocabulary, so also readable from an instance.
+    pad_id, unk_id, bos_id, eos_id, sep_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID, SEP_ID
+
     def __init__(self, tokenizer: Tokenizer, kind: TokenizerKind) -> None:
-        if kind not in KINDS:
-            raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {KINDS}")
+        _check_kind(kind)
         self._tokenizer = tokenizer
         self.kind: TokenizerKind = kind
 
@@ -202,12 +234,14 @@ class ChatTokenizer:
         return self.decode_batch([ids])[0]
 
     def decode_batch(self, batch: Sequence[Sequence[int]]) -> list[str]:
+        """`decode` for many sequences, e.g. the rows of a generated batch."""
         kept = [_until_eos(ids) for ids in batch]
         if self.kind == "bpe":
             return self._tokenizer.decode_batch(kept, skip_special_tokens=True)
         return [join_words(self._word_tokens(ids)) for ids in kept]
 
     def _word_tokens(self, ids: Sequence[int]) -> list[str]:
+        # Specials come first in the vocabulary; ids past its end have no token and are dropped.
         tokens = (self._tokenizer.id_to_token(i) for i in ids if i >= len(SPECIAL_TOKENS))
         return [token for token in tokens if token is not None]
 
@@ -292,12 +326,12 @@ def _normalized(texts: Iterable[str]) -> Iterator[str]:
 
 def train_tokenizer(texts: Iterable[str], config: TokenizerConfig) -> ChatTokenizer:
     """Train a tokenizer of `config.kind` on the normalised `texts`."""
-    if config.kind not in KINDS:
-        raise ValueError(f"unknown tokenizer kind {config.kind!r}; expected one of {KINDS}")
+    _check_kind(config.kind)  # fail before consuming the texts
     tokenizer, trainer = _bpe(config) if config.kind == "bpe" else _word(config)
     tokenizer.train_from_iterator(_normalized(texts), trainer=trainer)
     chat = ChatTokenizer(tokenizer, kind=config.kind)
-    for token, expected in zip(SPECIAL_TOKENS, range(len(SPECIAL_TOKENS)), strict=True):
-        assert chat.token_to_id(token) == expected, f"{token} did not get id {expected}"
+    for expected, token in enumerate(SPECIAL_TOKENS):
+        if chat.token_to_id(token) != expected:
+            raise RuntimeError(f"{token} got id {chat.token_to_id(token)}, not {expected}")
     logger.info("trained a %s tokenizer: %d tokens", config.kind, chat.vocab_size)
     return chat

@@ -1,0 +1,169 @@
+"""Cross-entropy training throughput: pairs/s, target tokens/s, peak RSS, model FLOP utilisation.
+
+    python benchmarks/train_throughput.py --corpus ../shared/data/cornell-excerpt
+
+Runs real training steps on comedy pairs at the original project's configuration (word
+tokenizer, min count 10, max 20 tokens, 1-layer unidirectional LSTM, hidden 512, embedding 50,
+general attention, batch 32) and at rlchat's default configuration, at teacher-forcing ratios
+1.0 and 0.5. Utilisation = analytic training FLOP/s / FLOP/s of a large matmul measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from rlchat.batching import bucketed_batches, make_batch
+from rlchat.config import CrossEntropyConfig, DataConfig, ModelConfig, TokenizerConfig
+from rlchat.corpus import load_corpus
+from rlchat.dataset import prepare_dataset
+from rlchat.model import Seq2Seq
+from rlchat.train.cross_entropy import CrossEntropyTrainer
+from rlchat.train.loop import RunDir
+
+ORIGINAL = (
+    TokenizerConfig(kind="word", min_count=10, max_tokens=20),
+    ModelConfig(
+        embedding_dim=50,
+        hidden_size=512,
+        layers=1,
+        bidirectional=False,
+        attention="general",
+        tie_embeddings=False,
+        dropout=0.0,
+    ),
+    32,
+)
+DEFAULT = (TokenizerConfig(), ModelConfig(), CrossEntropyConfig().batch_size)
+
+
+def matmul_flops(size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a large fp32 matmul: the machine's practical peak for this work."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
+def forward_flops(config: ModelConfig, src_len: int, tgt_len: int) -> float:
+    """Analytic forward FLOPs of one pair (multiply-add = 2 FLOPs); backward is twice this."""
+    H, E, V = config.hidden_size, config.embedding_dim, config.vocab_size
+    directions = 2 if config.bidirectional else 1
+    h_enc = H // directions
+    encoder = 0
+    for layer in range(config.layers):
+        inp = E if layer == 0 else H
+        encoder += directions * 2 * 4 * h_enc * (inp + h_enc) * src_len
+    decoder = 0
+    for layer in range(config.layers):
+        inp = (E + (H if config.input_feeding else 0)) if layer == 0 else H
+        decoder += 2 * 4 * H * (inp + H)
+    if config.attention == "general":
+        attention = 2 * H * H + 4 * src_len * H
+    elif config.attention == "concat":
+        attention = src_len * (2 * 2 * H * H + 2 * H) + 2 * src_len * H
+    else:
+        attention = 4 * src_len * H
+    combine = 2 * 2 * H * H
+    output = (2 * H * E + 2 * E * V) if config.tie_embeddings else 2 * H * V
+    return encoder + (decoder + attention + combine + output) * tgt_len
+
+
+def measure(corpus, tokenizer_config, model_config, batch_size, teacher_forcing, seconds, run_dir):
+    dataset = prepare_dataset(corpus, DataConfig(genres=["comedy"]), tokenizer_config)
+    model_config = replace(model_config, vocab_size=dataset.tokenizer.vocab_size)
+    examples = dataset.splits["train"].examples
+    torch.manual_seed(0)
+    train_config = CrossEntropyConfig(batch_size=batch_size, teacher_forcing=teacher_forcing)
+    trainer = CrossEntropyTrainer(
+        run=RunDir(run_dir),
+        run_config={},
+        tokenizer_json="",
+        model=Seq2Seq(model_config),
+        train_examples=examples,
+        valid_examples=[],
+        config=train_config,
+        device=torch.device("cpu"),
+        tensorboard=False,
+    )
+    batches = bucketed_batches(trainer.lengths, batch_size, seed=0)
+    trainer.model.train()
+    pairs = tokens = 0
+    flops = 0.0
+    start = None
+    for i, indices in enumerate(batches):
+        chunk = [examples[j] for j in indices]
+        batch = make_batch([e.source for e in chunk], [e.reply for e in chunk])
+        if i == 5:  # warm-up steps excluded
+            start = time.perf_counter()
+        trainer.train_step(batch, total_steps=len(batches))
+        if start is not None:
+            pairs += batch.size
+            tokens += batch.target_tokens
+            flops += 3 * sum(
+                forward_flops(model_config, len(e.source), len(e.reply) + 1) for e in chunk
+            )
+            if time.perf_counter() - start >= seconds:
+                break
+    elapsed = time.perf_counter() - start
+    return {
+        "vocab_size": model_config.vocab_size,
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "batch_size": batch_size,
+        "teacher_forcing": teacher_forcing,
+        "pairs_per_s": pairs / elapsed,
+        "target_tokens_per_s": tokens / elapsed,
+        "model_flops_per_s": flops / elapsed,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, required=True, help="corpus directory")
+    parser.add_argument("--seconds", type=float, default=20, help="timed seconds per setting")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/rlchat-bench"), help="scratch dir")
+    parser.add_argument("--json", action="store_true", help="print JSON only")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    corpus = load_corpus(args.corpus)
+    peak = matmul_flops()
+    results = []
+    for name, (tok, model, batch) in {"original": ORIGINAL, "default": DEFAULT}.items():
+        for ratio in (1.0, 0.5):
+            result = measure(corpus, tok, model, batch, ratio, args.seconds, args.out)
+            result["config"] = name
+            result["mfu"] = result["model_flops_per_s"] / peak
+            results.append(result)
+            if not args.json:
+                print(
+                    f"{name:8s} tf={ratio:.1f}  {result['pairs_per_s']:7.1f} pairs/s  "
+                    f"{result['target_tokens_per_s']:8.0f} tokens/s  "
+                    f"MFU {result['mfu']:.2f}  (V={result['vocab_size']}, batch {batch})"
+                )
+    summary = {
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "matmul_gflops": peak / 1e9,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "results": results,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"matmul peak {peak / 1e9:.0f} GFLOP/s; peak RSS {summary['peak_rss_mib']:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

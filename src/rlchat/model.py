@@ -1,0 +1,259 @@
+"""LSTM encoder-decoder with Luong attention.
+
+Luong, Pham & Manning, "Effective Approaches to Attention-based Neural Machine Translation",
+2015, https://arxiv.org/abs/1508.04025. Built bottom-up: attention, encoder, decoder, Seq2Seq.
+
+Shapes: B batch, S source length, T target length, H hidden size, E embedding size,
+V vocabulary size, N number of real (non-padding) target tokens in a batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rlchat.config import ModelConfig
+from rlchat.tokenizer import PAD_ID
+
+
+class LuongAttention(nn.Module):
+    """score(h_t, h_s) of Luong et al. eq. 8: dot, general or concat."""
+
+    def __init__(self, hidden_size: int, score: str) -> None:
+        super().__init__()
+        self.score = score
+        if score == "general":
+            self.W_a = nn.Linear(hidden_size, hidden_size, bias=False)
+        elif score == "concat":
+            self.W_a = nn.Linear(2 * hidden_size, hidden_size, bias=False)
+            self.v_a = nn.Linear(hidden_size, 1, bias=False)
+        elif score != "dot":
+            raise ValueError(f"unknown attention score {score!r}; use dot, general or concat")
+
+    def forward(self, query: Tensor, memory: Tensor, memory_mask: Tensor) -> Tensor:
+        """Context vectors for every query.
+
+        query (B, T, H), memory (B, S, H), memory_mask (B, S) true on real tokens -> (B, T, H).
+        """
+        if self.score == "dot":
+            scores = torch.bmm(query, memory.transpose(1, 2))  # (B, T, S)
+        elif self.score == "general":
+            # h_t^T W_a h_s computed as (W_a^T h_t)^T h_s: one projection of the T queries.
+            scores = torch.bmm(query @ self.W_a.weight, memory.transpose(1, 2))  # (B, T, S)
+        else:
+            B, T, H = query.shape
+            S = memory.size(1)
+            pairs = torch.cat(
+                [query.unsqueeze(2).expand(B, T, S, H), memory.unsqueeze(1).expand(B, T, S, H)],
+                dim=-1,
+            )  # (B, T, S, 2H)
+            scores = self.v_a(torch.tanh(self.W_a(pairs))).squeeze(-1)  # (B, T, S)
+        scores = scores.masked_fill(~memory_mask.unsqueeze(1), float("-inf"))
+        weights = torch.softmax(scores, dim=-1)  # (B, T, S)
+        return torch.bmm(weights, memory)  # (B, T, H)
+
+
+@dataclass
+class EncoderOutput:
+    memory: Tensor  # (B, S, H)
+    memory_mask: Tensor  # (B, S) bool
+    hidden: tuple[Tensor, Tensor]  # (layers, B, H) each
+
+
+@dataclass
+class DecoderState:
+    """Everything one decoding step needs; reorderable for beams and repeated samples."""
+
+    memory: Tensor  # (B, S, H)
+    memory_mask: Tensor  # (B, S)
+    hidden: tuple[Tensor, Tensor]  # (layers, B, H)
+    feed: Tensor | None  # (B, H) previous attentional vector when input feeding
+
+    def index_select(self, index: Tensor) -> DecoderState:
+        """Rows ``index`` of every tensor: reorders beams, repeats inputs for K samples."""
+        return DecoderState(
+            memory=self.memory.index_select(0, index),
+            memory_mask=self.memory_mask.index_select(0, index),
+            hidden=(self.hidden[0].index_select(1, index), self.hidden[1].index_select(1, index)),
+            feed=None if self.feed is None else self.feed.index_select(0, index),
+        )
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: ModelConfig, embedding: nn.Embedding) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.bidirectional = config.bidirectional
+        directions = 2 if config.bidirectional else 1
+        if config.hidden_size % directions:
+            raise ValueError("hidden_size must be even for a bidirectional encoder")
+        self.lstm = nn.LSTM(
+            config.embedding_dim,
+            config.hidden_size // directions,
+            num_layers=config.layers,
+            bidirectional=config.bidirectional,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
+        """src (B, S) padded ids, src_lengths (B,) on CPU or device."""
+        embedded = self.dropout(self.embedding(src))  # (B, S, E)
+        # Packing keeps padding out of the recurrence: a batch equals its examples run alone.
+        packed = pack_padded_sequence(
+            embedded, src_lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        outputs, (h, c) = self.lstm(packed)
+        memory, _ = pad_packed_sequence(outputs, batch_first=True, total_length=src.size(1))
+        if self.bidirectional:
+            # (2 * layers, B, H/2) -> (layers, B, H): join the two directions of each layer.
+            h = torch.cat([h[0::2], h[1::2]], dim=-1)
+            c = torch.cat([c[0::2], c[1::2]], dim=-1)
+        return EncoderOutput(memory=memory, memory_mask=src != PAD_ID, hidden=(h, c))
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: ModelConfig, embedding: nn.Embedding) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.input_feeding = config.input_feeding
+        H = config.hidden_size
+        self.lstm = nn.LSTM(
+            config.embedding_dim + (H if config.input_feeding else 0),
+            H,
+            num_layers=config.layers,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.attention = LuongAttention(H, config.attention)
+        self.W_c = nn.Linear(2 * H, H, bias=False)  # eq. 5: h~_t = tanh(W_c [c_t; h_t])
+        self.dropout = nn.Dropout(config.dropout)
+        if config.tie_embeddings:
+            self.to_embedding = nn.Linear(H, config.embedding_dim, bias=False)
+            self.out = nn.Linear(config.embedding_dim, config.vocab_size)
+            self.out.weight = embedding.weight
+        else:
+            self.to_embedding = None
+            self.out = nn.Linear(H, config.vocab_size)
+
+    def attend(self, outputs: Tensor, state: DecoderState) -> Tensor:
+        """Attentional vectors h~ for decoder outputs (B, T, H) -> (B, T, H)."""
+        context = self.attention(outputs, state.memory, state.memory_mask)
+        return torch.tanh(self.W_c(torch.cat([context, outputs], dim=-1)))
+
+    def logits(self, attentional: Tensor) -> Tensor:
+        """Output layer: (..., H) -> (..., V)."""
+        x = self.dropout(attentional)
+        if self.to_embedding is not None:
+            x = self.to_embedding(x)
+        return self.out(x)
+
+    def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """One decoding step for a batch: tokens (B,) -> attentional (B, H), next state."""
+        x = self.dropout(self.embedding(tokens)).unsqueeze(1)  # (B, 1, E)
+        if self.input_feeding:
+            x = torch.cat([x, state.feed.unsqueeze(1)], dim=-1)  # (B, 1, E + H)
+        output, hidden = self.lstm(x, state.hidden)  # (B, 1, H)
+        attentional = self.attend(output, state).squeeze(1)  # (B, H)
+        next_state = DecoderState(
+            memory=state.memory,
+            memory_mask=state.memory_mask,
+            hidden=hidden,
+            feed=attentional if self.input_feeding else None,
+        )
+        return attentional, next_state
+
+    def teacher_forced(self, tgt_in: Tensor, state: DecoderState) -> Tensor:
+        """The whole target at once (no input feeding): tgt_in (B, T) -> attentional (B, T, H).
+
+        One LSTM call over all T steps is far faster than T calls; it is exact because
+        padding sits after the real tokens and the recurrence only looks back.
+        """
+        x = self.dropout(self.embedding(tgt_in))  # (B, T, E)
+        outputs, _ = self.lstm(x, state.hidden)  # (B, T, H)
+        return self.attend(outputs, state)
+
+
+class Seq2Seq(nn.Module):
+    """Encoder -> Luong-attention decoder; the model rebuilds from its config alone."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=PAD_ID)
+        self.encoder = Encoder(config, embedding)
+        self.decoder = Decoder(config, embedding)
+
+    def start(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
+        """Encode a batch and return the decoder's initial state."""
+        encoded = self.encoder(src, src_lengths)
+        B, H = src.size(0), self.config.hidden_size
+        feed = encoded.memory.new_zeros(B, H) if self.config.input_feeding else None
+        return DecoderState(
+            memory=encoded.memory,
+            memory_mask=encoded.memory_mask,
+            hidden=encoded.hidden,
+            feed=feed,
+        )
+
+    def step_log_probs(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """Log-probabilities of the next token: tokens (B,) -> (B, V), next state."""
+        attentional, state = self.decoder.step(tokens, state)
+        return torch.log_softmax(self.decoder.logits(attentional).float(), dim=-1), state
+
+    def forward(
+        self,
+        src: Tensor,
+        src_lengths: Tensor,
+        tgt_in: Tensor,
+        tgt_mask: Tensor,
+        teacher_forcing: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Logits at the real target positions only.
+
+        src (B, S), src_lengths (B,), tgt_in (B, T) starting with <bos>, tgt_mask (B, T) true
+        on real positions -> logits (N, V) in row-major order of ``tgt_mask``. Skipping the
+        padding before the output layer saves the largest matmul of training.
+        """
+        state = self.start(src, src_lengths)
+        if teacher_forcing >= 1.0 and not self.config.input_feeding:
+            attentional = self.decoder.teacher_forced(tgt_in, state)  # (B, T, H)
+            return self.decoder.logits(attentional[tgt_mask])  # (N, V)
+        return self._stepwise_logits(tgt_in, tgt_mask, state, teacher_forcing, generator)
+
+    def _stepwise_logits(
+        self,
+        tgt_in: Tensor,
+        tgt_mask: Tensor,
+        state: DecoderState,
+        teacher_forcing: float,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """Step-by-step decoder for input feeding and scheduled sampling (Bengio et al. 2015)."""
+        B, T = tgt_in.shape
+        tokens = tgt_in[:, 0]
+        all_logits = []
+        for t in range(T):
+            attentional, state = self.decoder.step(tokens, state)
+            logits = self.decoder.logits(attentional)  # (B, V)
+            all_logits.append(logits)
+            if t + 1 < T:
+                gold = tgt_in[:, t + 1]
+                if teacher_forcing < 1.0:
+                    # Scheduled sampling: feed the model's own previous prediction with
+                    # probability 1 - ratio, per example and step.
+                    coin = torch.rand(B, generator=generator, device=gold.device)
+                    tokens = torch.where(coin < teacher_forcing, gold, logits.argmax(-1))
+                else:
+                    tokens = gold
+        return torch.stack(all_logits, dim=1)[tgt_mask]  # (N, V)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
