@@ -12,8 +12,17 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+from rich.text import Text
 
 from rlchat import __version__
+from rlchat.cli_options import config_options
+from rlchat.config import (
+    CrossEntropyConfig,
+    DataConfig,
+    DecodeConfig,
+    ModelConfig,
+    TokenizerConfig,
+)
 
 app = typer.Typer(
     name="rlchat",
@@ -162,43 +171,40 @@ def data_show(
         movie = loaded.movies[conv.movie_id]
         year = f" ({movie.year})" if movie.year else ""
         console.rule(f"[bold]{movie.title.title()}{year}[/] · {', '.join(movie.genres)}", align="left")
+        dialogue = Table.grid(padding=(0, 2))
+        dialogue.add_column(style="cyan", justify="right", no_wrap=True)
+        dialogue.add_column()
         for line_id in conv.line_ids:
             line = loaded.lines[line_id]
-            console.print(f"[cyan]{line.character.title():>16}[/]  {line.text}", highlight=False)
+            # Text(), not a str: movie lines with [brackets] must not be read as markup.
+            dialogue.add_row(Text(line.character.title()), Text(line.text))
+        console.print(dialogue, highlight=False)
     console.print()
 
 
 @data_app.command("stats")
+@config_options(TokenizerConfig)
 def data_stats(
+    tokenizer: TokenizerConfig,
     genre: GenreOption = None,
-    tokenizer: Annotated[str, typer.Option(help="bpe or word.")] = "bpe",
-    max_tokens: Annotated[int, typer.Option(min=1, help="Drop pairs with a longer side.")] = 20,
-    min_count: Annotated[int, typer.Option(min=1, help="word: drop words seen fewer times.")] = 10,
-    vocab_size: Annotated[int, typer.Option(min=300, help="bpe: vocabulary size.")] = 8000,
     corpus: CorpusOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     lenient: LenientOption = False,
 ) -> None:
     """Pairs before and after each filter, vocabulary size and length percentiles, per split."""
-    from rlchat.config import DataConfig, TokenizerConfig
     from rlchat.dataset import prepare_dataset
 
-    if tokenizer not in ("bpe", "word"):
-        fail(f"--tokenizer must be 'bpe' or 'word', got {tokenizer!r}")
     loaded = open_corpus(corpus, lenient)
     data_config = DataConfig(genres=checked_genres(loaded, genre), lenient=lenient)
-    tok_config = TokenizerConfig(
-        kind=tokenizer, vocab_size=vocab_size, min_count=min_count, max_tokens=max_tokens
-    )
     with console.status("Training the tokenizer and encoding pairs", spinner="dots"):
-        dataset = prepare_dataset(loaded, data_config, tok_config)
+        dataset = prepare_dataset(loaded, data_config, tokenizer)
     stats = dataset.stats()
     if as_json:
         print(json.dumps(stats, indent=2))
         return
     console.print(
         f"[bold]{', '.join(data_config.genres) or 'all genres'}[/] · tokenizer "
-        f"{tokenizer} · vocabulary {stats['vocab_size']:,} · max tokens {max_tokens}"
+        f"{tokenizer.kind} · vocabulary {stats['vocab_size']:,} · max tokens {tokenizer.max_tokens}"
     )
     filters = Table(title="Pairs after each filter")
     filters.add_column("split")
@@ -219,3 +225,164 @@ def data_stats(
         ]
         lengths.add_row(split, *cells)
     console.print(lengths)
+
+
+# --- training ------------------------------------------------------------------------------
+
+train_app = typer.Typer(help="Train a bot: cross-entropy first, then reinforcement learning.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+DeviceOption = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
+ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
+
+
+@train_app.command("ce")
+@config_options(DataConfig, TokenizerConfig, ModelConfig, CrossEntropyConfig)
+def train_ce(
+    data: DataConfig,
+    tokenizer: TokenizerConfig,
+    model: ModelConfig,
+    train: CrossEntropyConfig,
+    out: Annotated[Path, typer.Option(help="Run directory to create.")] = Path("runs/ce"),
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the run in this directory (its saved config wins).")
+    ] = None,
+    corpus: CorpusOption = None,
+    device: DeviceOption = "auto",
+    progress: ProgressOption = True,
+) -> None:
+    """Train the encoder-decoder with teacher-forced cross-entropy."""
+    from rlchat.train.cross_entropy import train_cross_entropy
+    from rlchat.train.loop import RunError
+
+    loaded = open_corpus(corpus, data.lenient)
+    if resume is None:
+        data.genres = checked_genres(loaded, data.genres)
+    try:
+        summary = train_cross_entropy(
+            out=resume or out,
+            corpus=loaded,
+            data_config=data,
+            tokenizer_config=tokenizer,
+            model_config=model,
+            train_config=train,
+            resume=resume is not None,
+            device=device,
+            progress=progress,
+        )
+    except RunError as error:
+        fail(str(error))
+    console.print(
+        f"Trained {summary['steps']} steps ({summary['epochs']} epochs): validation loss "
+        f"{summary['valid_loss']:.3f}, perplexity {summary['valid_perplexity']:.1f}, "
+        f"{summary['pairs_per_s']:.0f} pairs/s. Run: [bold]{resume or out}[/]"
+    )
+
+
+# --- talking to a bot ----------------------------------------------------------------------
+
+
+def load_bot(run: Path, device: str = "auto"):  # noqa: ANN201
+    from rlchat.chatbot import Chatbot
+    from rlchat.checkpoint import CheckpointError
+    from rlchat.train.loop import RunError
+
+    try:
+        return Chatbot.load(run, device=device)
+    except (CheckpointError, RunError, FileNotFoundError) as error:
+        fail(str(error))
+
+
+@app.command("reply")
+@config_options(DecodeConfig)
+def reply(
+    decode: DecodeConfig,
+    run: Annotated[Path, typer.Argument(help="Run directory of a trained bot.")],
+    message: Annotated[str, typer.Argument(help="What you say to the bot.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for sampling.")] = 0,
+    device: DeviceOption = "auto",
+) -> None:
+    """Answer one message and exit (for scripts)."""
+    import torch
+
+    bot = load_bot(run, device)
+    answer = bot.reply(message, config=decode, generator=torch.Generator().manual_seed(seed))
+    if as_json:
+        print(json.dumps({"message": message, "reply": answer, "model": bot.name}))
+    else:
+        print(answer)
+
+
+CHAT_HELP = (
+    "Commands: /quit, /reset (forget the conversation), "
+    "/strategy greedy|beam|sample [key=value ...] (e.g. /strategy beam beam_size=3), /help"
+)
+
+
+def parse_strategy(words: list[str], current: DecodeConfig) -> DecodeConfig:
+    """`/strategy beam beam_size=3` -> a new DecodeConfig; ValueError names what is wrong."""
+    from dataclasses import fields, replace
+
+    if not words or words[0] not in ("greedy", "beam", "sample"):
+        raise ValueError("usage: /strategy greedy|beam|sample [key=value ...]")
+    kinds = {f.name: f for f in fields(DecodeConfig)}
+    changes: dict[str, object] = {"strategy": words[0]}
+    for word in words[1:]:
+        key, _, value = word.partition("=")
+        if key not in kinds or key == "strategy" or not value:
+            raise ValueError(f"unknown setting {word!r}; settings: {', '.join(sorted(kinds))}")
+        changes[key] = float(value) if isinstance(getattr(current, key), float) else int(value)
+    return replace(current, **changes)
+
+
+@app.command("chat")
+@config_options(DecodeConfig)
+def chat(
+    decode: DecodeConfig,
+    run: Annotated[Path, typer.Argument(help="Run directory of a trained bot.")],
+    seed: Annotated[int, typer.Option(help="Seed for sampling.")] = 0,
+    device: DeviceOption = "auto",
+) -> None:
+    """Chat with a bot in the terminal."""
+    import sys
+
+    import torch
+
+    try:
+        import readline  # noqa: F401  (arrow keys and history for input())
+    except ImportError:
+        pass
+    bot = load_bot(run, device)
+    generator = torch.Generator().manual_seed(seed)
+    interactive = sys.stdin.isatty()
+    genres = ", ".join(bot.genres) or "all genres"
+    console.print(f"[bold]{bot.name}[/] ({bot.stage}, {genres}) · {CHAT_HELP}")
+    history: list[str] = []
+    while True:
+        try:
+            message = input("you> " if interactive else "")
+        except (EOFError, KeyboardInterrupt):
+            break
+        message = message.strip()
+        if not message:
+            continue
+        if message.startswith("/"):
+            command, *words = message[1:].split()
+            if command in ("quit", "exit", "q"):
+                break
+            if command == "reset":
+                history.clear()
+                console.print("[dim](conversation reset)[/]")
+            elif command == "strategy":
+                try:
+                    decode = parse_strategy(words, decode)
+                    console.print(f"[dim](decoding: {decode})[/]")
+                except ValueError as error:
+                    console.print(f"[red]{error}[/]")
+            else:
+                console.print(CHAT_HELP)
+            continue
+        answer = bot.reply(message, history, config=decode, generator=generator)
+        history.extend([message, answer])
+        console.print(f"[bold cyan]bot>[/] {answer}", highlight=False)

@@ -7,25 +7,23 @@ import inspect
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, fields
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-import click
 import typer
 
 
-def _option_for(name: str, kind: Any, default: Any, help_text: str) -> tuple[Any, Any]:
+def _option_for(name: str, kind: Any, help_text: str, panel: str, flag: str | None) -> tuple[Any, Any]:
     """(annotation, typer.Option) for one dataclass field."""
-    flag = "--" + name.replace("_", "-")
-    if typing.get_origin(kind) is Literal:
-        choices = [str(c) for c in typing.get_args(kind)]
-        return str, typer.Option(flag, help=help_text, click_type=click.Choice(choices))
+    flag = flag or "--" + name.replace("_", "-")
     if kind is bool:
-        return bool, typer.Option(f"{flag}/--no-{flag[2:]}", help=help_text)
+        return bool, typer.Option(f"{flag}/--no-{flag[2:]}", help=help_text, rich_help_panel=panel)
     if typing.get_origin(kind) is list:
         # A list field named in the plural takes a repeatable singular flag: --genre comedy.
         singular = flag[:-1] if flag.endswith("s") else flag
-        return list[str] | None, typer.Option(singular, help=help_text + " (repeatable)")
-    return kind, typer.Option(flag, help=help_text)
+        return list[str] | None, typer.Option(
+            singular, help=help_text + " (repeatable)", rich_help_panel=panel
+        )
+    return kind, typer.Option(flag, help=help_text, rich_help_panel=panel)
 
 
 def config_options(*config_classes: type, exclude: tuple[str, ...] = ()) -> Callable:
@@ -57,7 +55,11 @@ def config_options(*config_classes: type, exclude: tuple[str, ...] = ()) -> Call
                     continue
                 default = f.default if f.default is not MISSING else f.default_factory()
                 annotation, option = _option_for(
-                    f.name, cls_hints[f.name], default, f.metadata.get("help", "")
+                    f.name,
+                    cls_hints[f.name],
+                    f.metadata.get("help", ""),
+                    panel=cls.__name__.removesuffix("Config") + " options",
+                    flag=f.metadata.get("flag"),
                 )
                 if isinstance(default, list):
                     default = None

@@ -25,7 +25,9 @@ class DataConfig:
 class TokenizerConfig:
     """How text becomes ids."""
 
-    kind: Literal["bpe", "word"] = field(default="bpe", metadata={"help": "bpe (subword) or word"})
+    kind: Literal["bpe", "word"] = field(
+        default="bpe", metadata={"help": "bpe (subword) or word", "flag": "--tokenizer"}
+    )
     vocab_size: int = field(default=8000, metadata={"help": "bpe: target vocabulary size"})
     # The original project pruned words seen fewer than 10 times; published BLEU figures use it.
     min_count: int = field(default=10, metadata={"help": "word: drop words seen fewer times"})
