@@ -153,7 +153,7 @@ def main() -> None:
                     f"MFU {result['mfu']:.2f}  (V={result['vocab_size']}, batch {batch})"
                 )
     summary = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "matmul_gflops": peak / 1e9,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

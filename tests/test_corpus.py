@@ -147,8 +147,11 @@ def test_non_ascii_byte_is_read_as_latin1(tmp_path):
         SEP.encode().join([b"L1", b"u0", b"m0", b"BIANCA", b"Caf\xe9 au lait \x92s"]),
         SEP.join(["L2", "u1", "m0", "CAMERON", "Sure."]),
     ]
-    corpus = load_corpus(write_corpus(tmp_path, lines=lines, conversations=[SEP.join(
-        ["u0", "u1", "m0", "['L1', 'L2']"])]))
+    corpus = load_corpus(
+        write_corpus(
+            tmp_path, lines=lines, conversations=[SEP.join(["u0", "u1", "m0", "['L1', 'L2']"])]
+        )
+    )
     assert corpus.lines["L1"].text == "Café au lait \x92s"
 
 
@@ -166,7 +169,9 @@ def test_missing_field_names_file_and_line(tmp_path):
 
 def test_extra_separator_is_an_error(tmp_path):
     movies = [SEP.join(["m0", "a comedy", "1999", "6.90", "62847", "['comedy']", "extra"])]
-    with pytest.raises(CorpusError, match=r"movie_titles_metadata.txt:1: expected 6 fields .* found 7"):
+    with pytest.raises(
+        CorpusError, match=r"movie_titles_metadata.txt:1: expected 6 fields .* found 7"
+    ):
         load_corpus(write_corpus(tmp_path, movies=movies))
 
 
@@ -224,9 +229,7 @@ def test_missing_file_says_how_to_get_the_corpus(tmp_path):
 
 def test_split_keeps_conversations_whole_and_has_the_asked_shares(excerpt):
     splits = split_pairs(excerpt.pairs(), seed=0)
-    conversations = {
-        name: {p.conversation_id for p in pairs} for name, pairs in splits.items()
-    }
+    conversations = {name: {p.conversation_id for p in pairs} for name, pairs in splits.items()}
     assert not conversations["train"] & conversations["valid"]
     assert not conversations["train"] & conversations["test"]
     assert not conversations["valid"] & conversations["test"]

@@ -34,9 +34,7 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         non_blocking = torch.device(device).type == "cuda"
-        return Batch(
-            *(t.to(device, non_blocking=non_blocking) for t in vars(self).values())
-        )
+        return Batch(*(t.to(device, non_blocking=non_blocking) for t in vars(self).values()))
 
 
 def pad(sequences: Sequence[Sequence[int]], pad_id: int = PAD_ID) -> tuple[Tensor, Tensor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -31,7 +32,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(help="Get and explore the Cornell Movie-Dialogs Corpus.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Get and explore the Cornell Movie-Dialogs Corpus.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 
 console = Console()
@@ -50,7 +53,8 @@ GenreOption = Annotated[
     typer.Option("--genre", "-g", help="Keep movies of this genre (repeatable; exact match)."),
 ]
 LenientOption = Annotated[
-    bool, typer.Option("--lenient", help="Skip and count malformed corpus records instead of failing.")
+    bool,
+    typer.Option("--lenient", help="Skip and count malformed corpus records instead of failing."),
 ]
 
 
@@ -71,7 +75,9 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")] = False,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version."),
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Show the version."
+        ),
     ] = False,
 ) -> None:
     logging.basicConfig(
@@ -170,7 +176,9 @@ def data_show(
     for conv in sample:
         movie = loaded.movies[conv.movie_id]
         year = f" ({movie.year})" if movie.year else ""
-        console.rule(f"[bold]{movie.title.title()}{year}[/] · {', '.join(movie.genres)}", align="left")
+        console.rule(
+            f"[bold]{movie.title.title()}{year}[/] · {', '.join(movie.genres)}", align="left"
+        )
         dialogue = Table.grid(padding=(0, 2))
         dialogue.add_column(style="cyan", justify="right", no_wrap=True)
         dialogue.add_column()
@@ -229,11 +237,15 @@ def data_stats(
 
 # --- training ------------------------------------------------------------------------------
 
-train_app = typer.Typer(help="Train a bot: cross-entropy first, then reinforcement learning.", no_args_is_help=True)
+train_app = typer.Typer(
+    help="Train a bot: cross-entropy first, then reinforcement learning.", no_args_is_help=True
+)
 app.add_typer(train_app, name="train")
 
 DeviceOption = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
-ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
+ProgressOption = Annotated[
+    bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
+]
 
 
 @train_app.command("ce")
@@ -245,7 +257,8 @@ def train_ce(
     train: CrossEntropyConfig,
     out: Annotated[Path, typer.Option(help="Run directory to create.")] = Path("runs/ce"),
     resume: Annotated[
-        Path | None, typer.Option(help="Continue the run in this directory (its saved config wins).")
+        Path | None,
+        typer.Option(help="Continue the run in this directory (its saved config wins)."),
     ] = None,
     corpus: CorpusOption = None,
     device: DeviceOption = "auto",
@@ -349,10 +362,8 @@ def chat(
 
     import torch
 
-    try:
+    with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (arrow keys and history for input())
-    except ImportError:
-        pass
     bot = load_bot(run, device)
     generator = torch.Generator().manual_seed(seed)
     interactive = sys.stdin.isatty()

@@ -12,7 +12,9 @@ from typing import Annotated, Any
 import typer
 
 
-def _option_for(name: str, kind: Any, help_text: str, panel: str, flag: str | None) -> tuple[Any, Any]:
+def _option_for(
+    name: str, kind: Any, help_text: str, panel: str, flag: str | None
+) -> tuple[Any, Any]:
     """(annotation, typer.Option) for one dataclass field."""
     flag = flag or "--" + name.replace("_", "-")
     if kind is bool:
@@ -37,9 +39,7 @@ def config_options(*config_classes: type, exclude: tuple[str, ...] = ()) -> Call
         signature = inspect.signature(func)
         hints = typing.get_type_hints(func, include_extras=True)
         targets = {
-            name: hints[name]
-            for name in signature.parameters
-            if hints.get(name) in config_classes
+            name: hints[name] for name in signature.parameters if hints.get(name) in config_classes
         }
         # Resolved annotations: the CLI module's are strings under postponed evaluation.
         params = [

@@ -12,13 +12,19 @@ T = TypeVar("T")
 class DataConfig:
     """Which pairs of the corpus a run uses and how they are split."""
 
-    genres: list[str] = field(default_factory=list, metadata={"help": "genres to keep; empty = all"})
+    genres: list[str] = field(
+        default_factory=list, metadata={"help": "genres to keep; empty = all"}
+    )
     split_seed: int = field(default=0, metadata={"help": "seed of the conversation-level split"})
     # 90/5/5 by conversation: enough held-out pairs for bootstrap intervals on one genre.
-    valid_fraction: float = field(default=0.05, metadata={"help": "share of conversations in validation"})
+    valid_fraction: float = field(
+        default=0.05, metadata={"help": "share of conversations in validation"}
+    )
     test_fraction: float = field(default=0.05, metadata={"help": "share of conversations in test"})
     lenient: bool = field(default=False, metadata={"help": "skip and count malformed corpus lines"})
-    context_turns: int = field(default=0, metadata={"help": "previous utterances joined to the input"})
+    context_turns: int = field(
+        default=0, metadata={"help": "previous utterances joined to the input"}
+    )
 
 
 @dataclass
@@ -63,10 +69,14 @@ class ModelConfig:
     )
     # Input feeding (Luong et al. 2015, sec. 3.3) forces a step-by-step decoder loop in training;
     # off by default so teacher forcing runs the decoder LSTM over the whole sequence at once.
-    input_feeding: bool = field(default=False, metadata={"help": "feed the attentional vector back"})
+    input_feeding: bool = field(
+        default=False, metadata={"help": "feed the attentional vector back"}
+    )
     # Tying shares the embedding with the output layer (Press & Wolf 2017): fewer parameters and
     # a cheaper softmax (embedding_dim < hidden_size), which matters most on a CPU.
-    tie_embeddings: bool = field(default=True, metadata={"help": "share input and output embeddings"})
+    tie_embeddings: bool = field(
+        default=True, metadata={"help": "share input and output embeddings"}
+    )
 
 
 @dataclass
@@ -112,6 +122,8 @@ class CrossEntropyConfig:
     eval_every: int = field(default=0, metadata={"help": "validate every N steps (0 = per epoch)"})
     max_eval_pairs: int = field(default=2000, metadata={"help": "cap on validation pairs"})
     patience: int = field(default=3, metadata={"help": "stop after N evals without improvement"})
-    checkpoint_every: int = field(default=500, metadata={"help": "save resumable state every N steps"})
+    checkpoint_every: int = field(
+        default=500, metadata={"help": "save resumable state every N steps"}
+    )
     keep_checkpoints: int = field(default=2, metadata={"help": "resumable checkpoints kept"})
     seed: int = field(default=0, metadata={"help": "seed of weights, batches and dropout"})

@@ -165,7 +165,9 @@ def iter_pairs(corpus: Corpus, conversations: Iterable[Conversation]) -> Iterato
             )
 
 
-def split_of(conversation_id: str, *, seed: int, valid_fraction: float, test_fraction: float) -> Split:
+def split_of(
+    conversation_id: str, *, seed: int, valid_fraction: float, test_fraction: float
+) -> Split:
     """The split of one conversation: a function of its id and the seed only.
 
     Hashing the id (not shuffling a list) keeps each conversation in its split when
@@ -181,7 +183,11 @@ def split_of(conversation_id: str, *, seed: int, valid_fraction: float, test_fra
 
 
 def split_pairs(
-    pairs: Iterable[Pair], *, seed: int = 0, valid_fraction: float = 0.05, test_fraction: float = 0.05
+    pairs: Iterable[Pair],
+    *,
+    seed: int = 0,
+    valid_fraction: float = 0.05,
+    test_fraction: float = 0.05,
 ) -> dict[Split, list[Pair]]:
     """Pairs by split; all pairs of a conversation land in the same split."""
     if valid_fraction < 0 or test_fraction < 0 or valid_fraction + test_fraction >= 1:
@@ -205,7 +211,9 @@ def split_pairs(
 # --- parsing -------------------------------------------------------------------------------
 
 
-def _records(path: Path, n_fields: int, report: ParseReport, lenient: bool) -> Iterator[tuple[int, list[str]]]:
+def _records(
+    path: Path, n_fields: int, report: ParseReport, lenient: bool
+) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of each non-empty record; a wrong field count is an error."""
     if not path.is_file():
         raise FileNotFoundError(
@@ -237,7 +245,9 @@ def _parse_list(text: str, path: Path, number: int, field_name: str) -> tuple[st
     """Parse the corpus's Python-style list of strings, e.g. ``['L1', 'L2']``."""
     text = text.strip()
     if not (text.startswith("[") and text.endswith("]")):
-        raise CorpusError(path, number, f"{field_name} should be a list like ['a', 'b'], got {text!r}")
+        raise CorpusError(
+            path, number, f"{field_name} should be a list like ['a', 'b'], got {text!r}"
+        )
     inner = text[1:-1].strip()
     if not inner:
         return ()
@@ -265,7 +275,9 @@ def _parse_year(value: str) -> int | None:
 
 def parse_movies(path: Path, report: ParseReport, lenient: bool = False) -> dict[str, Movie]:
     movies: dict[str, Movie] = {}
-    for number, (movie_id, title, year, rating, votes, genres) in _records(path, 6, report, lenient):
+    for number, (movie_id, title, year, rating, votes, genres) in _records(
+        path, 6, report, lenient
+    ):
         movies[movie_id] = Movie(
             id=movie_id,
             title=title,
@@ -274,15 +286,21 @@ def parse_movies(path: Path, report: ParseReport, lenient: bool = False) -> dict
             votes=_guard(path, number, "votes", int, votes),
             # Some movies list a genre twice; a pair belongs to a genre once.
             genres=tuple(
-                dict.fromkeys(g.strip().lower() for g in _parse_list(genres, path, number, "genres"))
+                dict.fromkeys(
+                    g.strip().lower() for g in _parse_list(genres, path, number, "genres")
+                )
             ),
         )
     return movies
 
 
-def parse_characters(path: Path, report: ParseReport, lenient: bool = False) -> dict[str, Character]:
+def parse_characters(
+    path: Path, report: ParseReport, lenient: bool = False
+) -> dict[str, Character]:
     return {
-        char_id: Character(id=char_id, name=name, movie_id=movie_id, gender=gender, position=position)
+        char_id: Character(
+            id=char_id, name=name, movie_id=movie_id, gender=gender, position=position
+        )
         for _, (char_id, name, movie_id, _title, gender, position) in _records(
             path, 6, report, lenient
         )
@@ -291,7 +309,9 @@ def parse_characters(path: Path, report: ParseReport, lenient: bool = False) -> 
 
 def parse_lines(path: Path, report: ParseReport, lenient: bool = False) -> dict[str, Line]:
     return {
-        line_id: Line(id=line_id, character_id=char_id, movie_id=movie_id, character=name, text=text)
+        line_id: Line(
+            id=line_id, character_id=char_id, movie_id=movie_id, character=name, text=text
+        )
         for _, (line_id, char_id, movie_id, name, text) in _records(path, 5, report, lenient)
     }
 
@@ -368,7 +388,7 @@ class GenreSummary:
 
 
 def genre_summaries(corpus: Corpus) -> list[GenreSummary]:
-    """Movies (with at least one conversation), conversations and pairs per genre, most pairs first."""
+    """Movies (with conversations), conversations and pairs per genre, most pairs first."""
     movies: dict[str, set[str]] = {}
     conversations: Counter[str] = Counter()
     pairs: Counter[str] = Counter()
@@ -378,7 +398,9 @@ def genre_summaries(corpus: Corpus) -> list[GenreSummary]:
             conversations[genre] += 1
             pairs[genre] += len(conv.line_ids) - 1
     summaries = [
-        GenreSummary(genre, movies=len(movies[genre]), conversations=conversations[genre], pairs=pairs[genre])
+        GenreSummary(
+            genre, movies=len(movies[genre]), conversations=conversations[genre], pairs=pairs[genre]
+        )
         for genre in movies
     ]
     return sorted(summaries, key=lambda s: (-s.pairs, s.genre))

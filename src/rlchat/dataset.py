@@ -92,7 +92,8 @@ def encode_split(
     keep = [
         i
         for i in range(len(pairs))
-        if 0 < len(sources[i]) <= tok_config.max_tokens and 0 < len(replies[i]) <= tok_config.max_tokens
+        if 0 < len(sources[i]) <= tok_config.max_tokens
+        and 0 < len(replies[i]) <= tok_config.max_tokens
     ]
     filters["max_tokens"] = len(keep)
     if tok_config.kind == "word" and tok_config.drop_unknown:

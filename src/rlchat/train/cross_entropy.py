@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from rlchat import __version__
 from rlchat.batching import Batch, bucketed_batches, make_batch
 from rlchat.checkpoint import (
     capture_rng,
@@ -24,7 +25,6 @@ from rlchat.checkpoint import (
     save_bundle,
     unflatten_optimizer,
 )
-from rlchat import __version__
 from rlchat.config import (
     CrossEntropyConfig,
     DataConfig,
@@ -45,6 +45,7 @@ from rlchat.train.loop import (
     check_writable,
     pick_device,
     seed_everything,
+    stop_on_interrupt,
 )
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,9 @@ def token_loss(
         batch.tgt_mask,
         teacher_forcing=teacher_forcing,
     )  # (N, V)
-    return F.cross_entropy(logits.float(), batch.tgt_out[batch.tgt_mask], label_smoothing=label_smoothing)
+    return F.cross_entropy(
+        logits.float(), batch.tgt_out[batch.tgt_mask], label_smoothing=label_smoothing
+    )
 
 
 @torch.inference_mode()
@@ -107,7 +110,9 @@ def evaluate_loss(
     """Token-level loss and perplexity of references, in a fixed length-sorted order."""
     was_training = model.training
     model.eval()
-    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].reply), len(examples[i].source)))
+    order = sorted(
+        range(len(examples)), key=lambda i: (len(examples[i].reply), len(examples[i].source))
+    )
     total, tokens = 0.0, 0
     for start in range(0, len(order), batch_size):
         chunk = [examples[i] for i in order[start : start + batch_size]]
@@ -152,6 +157,7 @@ class CrossEntropyTrainer:
         self.metrics = MetricsLog(run, tensorboard=tensorboard)
         self.lengths = [(len(e.reply), len(e.source)) for e in train_examples]
         self.batches_per_epoch = math.ceil(len(train_examples) / config.batch_size)
+        self.stop_requested = False
 
     # --- checkpoints ---------------------------------------------------------------------------
 
@@ -198,7 +204,9 @@ class CrossEntropyTrainer:
     # --- training ------------------------------------------------------------------------------
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
-        return bucketed_batches(self.lengths, self.config.batch_size, seed=self.config.seed * 10007 + epoch)
+        return bucketed_batches(
+            self.lengths, self.config.batch_size, seed=self.config.seed * 10007 + epoch
+        )
 
     def train_step(self, batch: Batch, total_steps: int) -> float:
         lr = learning_rate(self.config, self.state, total_steps)
@@ -230,7 +238,10 @@ class CrossEntropyTrainer:
             if self.config.schedule == "plateau":
                 # Halve the rate when validation stalls (a cheap, robust schedule for LSTMs).
                 self.state.lr_scale *= 0.5
-            if self.config.patience and self.state.evals_without_improvement >= self.config.patience:
+            if (
+                self.config.patience
+                and self.state.evals_without_improvement >= self.config.patience
+            ):
                 self.state.stopped_early = True
         self.metrics.log(
             self.state.step,
@@ -245,40 +256,26 @@ class CrossEntropyTrainer:
         total_steps = config.max_steps or config.epochs * self.batches_per_epoch
         self.model.train()
         bar = tqdm(
-            total=total_steps, initial=self.state.step, disable=not progress, unit="step",
-            dynamic_ncols=True, desc="train ce",
+            total=total_steps,
+            initial=self.state.step,
+            disable=not progress,
+            unit="step",
+            dynamic_ncols=True,
+            desc="train ce",
         )
-        pairs_done, started = 0, time.perf_counter()
-        last_valid: dict[str, float] = {}
-        while not budget.done(self.state.step, self.state.epoch) and not self.state.stopped_early:
-            batches = self.epoch_batches(self.state.epoch)
-            for indices in batches[self.state.batch_in_epoch :]:
-                chunk = [self.train_examples[i] for i in indices]
-                batch = make_batch([e.source for e in chunk], [e.reply for e in chunk]).to(self.device)
-                loss = self.train_step(batch, total_steps)
-                self.state.step += 1
-                self.state.batch_in_epoch += 1
-                pairs_done += batch.size
-                pairs_per_s = pairs_done / (time.perf_counter() - started)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", pairs_s=f"{pairs_per_s:.0f}", epoch=self.state.epoch)
-                if self.state.step % 20 == 0:
-                    self.metrics.log(
-                        self.state.step,
-                        {"train/loss": loss, "train/lr": self.optimizer.param_groups[0]["lr"],
-                         "train/pairs_per_s": pairs_per_s},
-                    )
-                if config.eval_every and self.state.step % config.eval_every == 0:
-                    last_valid = self.validate()
-                if self.state.step % config.checkpoint_every == 0:
-                    self.save_checkpoint()
-                if budget.done(self.state.step, self.state.epoch) or self.state.stopped_early:
-                    break
-            else:
-                self.state.epoch += 1
-                self.state.batch_in_epoch = 0
-                if not config.eval_every:
-                    last_valid = self.validate()
+        self.pairs_done, self.started = 0, time.perf_counter()
+        try:
+            with stop_on_interrupt(self):
+                last_valid = self._train_until_done(budget, bar, total_steps)
+        except KeyboardInterrupt:
+            # Ctrl-C lands between steps: keep the work done; `--resume` continues from here.
+            bar.close()
+            self.save_checkpoint()
+            self.metrics.close()
+            logger.warning(
+                "interrupted at step %d; checkpoint saved, continue with --resume", self.state.step
+            )
+            raise
         bar.close()
         if not last_valid or config.eval_every and self.state.step % config.eval_every:
             last_valid = self.validate()
@@ -291,8 +288,51 @@ class CrossEntropyTrainer:
             "valid_perplexity": last_valid["perplexity"],
             "best_valid_loss": self.state.best_valid_loss,
             "stopped_early": self.state.stopped_early,
-            "pairs_per_s": pairs_done / max(1e-9, time.perf_counter() - started),
+            "pairs_per_s": self.pairs_done / max(1e-9, time.perf_counter() - self.started),
         }
+
+    def _train_until_done(self, budget: Budget, bar: tqdm, total_steps: int) -> dict[str, float]:
+        config = self.config
+        last_valid: dict[str, float] = {}
+        while not budget.done(self.state.step, self.state.epoch) and not self.state.stopped_early:
+            batches = self.epoch_batches(self.state.epoch)
+            for indices in batches[self.state.batch_in_epoch :]:
+                chunk = [self.train_examples[i] for i in indices]
+                batch = make_batch([e.source for e in chunk], [e.reply for e in chunk]).to(
+                    self.device
+                )
+                loss = self.train_step(batch, total_steps)
+                self.state.step += 1
+                self.state.batch_in_epoch += 1
+                self.pairs_done += batch.size
+                pairs_per_s = self.pairs_done / (time.perf_counter() - self.started)
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{loss:.3f}", pairs_s=f"{pairs_per_s:.0f}", epoch=self.state.epoch
+                )
+                if self.state.step % 20 == 0:
+                    self.metrics.log(
+                        self.state.step,
+                        {
+                            "train/loss": loss,
+                            "train/lr": self.optimizer.param_groups[0]["lr"],
+                            "train/pairs_per_s": pairs_per_s,
+                        },
+                    )
+                if config.eval_every and self.state.step % config.eval_every == 0:
+                    last_valid = self.validate()
+                if self.state.step % config.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if self.stop_requested:
+                    raise KeyboardInterrupt
+                if budget.done(self.state.step, self.state.epoch) or self.state.stopped_early:
+                    break
+            else:
+                self.state.epoch += 1
+                self.state.batch_in_epoch = 0
+                if not config.eval_every:
+                    last_valid = self.validate()
+        return last_valid
 
 
 def train_cross_entropy(
@@ -320,7 +360,9 @@ def train_cross_entropy(
         model_config = from_dict(ModelConfig, saved["model"])
         train_config = from_dict(CrossEntropyConfig, saved["train"])
     elif run.exists():
-        raise RunError(f"{run.path} already holds a run; pass --resume to continue it or pick another --out")
+        raise RunError(
+            f"{run.path} already holds a run; pass --resume to continue it or pick another --out"
+        )
     check_writable(run.path)
     torch_device = pick_device(device)
     if corpus is None:
@@ -359,6 +401,9 @@ def train_cross_entropy(
         logger.info("no checkpoint in %s yet; starting from the first step", run.path)
     logger.info(
         "training on %d pairs (%d validation), %d parameters, device %s",
-        len(train), len(trainer.valid_examples), count_parameters(trainer.model), torch_device,
+        len(train),
+        len(trainer.valid_examples),
+        count_parameters(trainer.model),
+        torch_device,
     )
     return trainer.fit(progress=progress)

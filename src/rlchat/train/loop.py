@@ -1,7 +1,8 @@
-"""What every training stage shares: run directory, device, seeding, budget, metrics, checkpoints."""
+"""What every training stage shares: run directory, device, seeding, budget, metrics."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -9,7 +10,10 @@ import os
 import random
 import re
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,7 +98,7 @@ class RunDir:
         return sorted(found, key=lambda p: p.name, reverse=True)
 
     def latest_good_checkpoint(self) -> Path | None:
-        """The newest checkpoint that passes its checksums; corrupt ones are reported and skipped."""
+        """The newest checkpoint that passes its checksums; corrupt ones are reported, skipped."""
         for path in self.step_checkpoints():
             try:
                 verify_bundle(path)
@@ -200,3 +204,21 @@ class Budget:
             or (self.max_steps > 0 and step >= self.max_steps)
             or self.out_of_time()
         )
+
+
+@contextlib.contextmanager
+def stop_on_interrupt(trainer: Any) -> Iterator[None]:
+    """Turn the first Ctrl-C into a stop request honoured between steps; a second one kills."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum: int, frame: Any) -> None:
+        trainer.stop_requested = True
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

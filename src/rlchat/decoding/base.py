@@ -1,0 +1,143 @@
+"""The interface every decoding strategy implements, and the constraints they all share.
+
+Design after OpenNMT-py's ``DecodeStrategy``: the driving loop (``loop.py``) steps the model and
+hands each step's log-probabilities to ``advance``; the strategy picks the next tokens and, for
+beams, the rows of the decoder state to continue from.
+
+Shapes: B inputs, R decoded rows (B, B * samples or B * beam), V vocabulary size,
+L longest reply including its <eos> (``max_tokens + 1``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rlchat.config import DecodeConfig
+from rlchat.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+# The decoder is never trained to emit these; a <pad> inside a reply would also read as its end.
+NEVER_GENERATED = (PAD_ID, BOS_ID)
+
+
+@dataclass
+class DecodeResult:
+    """Decoded replies, one row each, without <bos>."""
+
+    tokens: Tensor  # (R, L) long, padded with <pad>, ending with <eos> where finished
+    lengths: Tensor  # (R,) long, real tokens including the <eos>
+    scores: Tensor  # (R,) float: summed log-probs, or the length-penalised score for beams
+
+    def to_lists(self) -> list[list[int]]:
+        """The reply ids of every row, without <eos> and padding."""
+        return [
+            [token for token in row[:length] if token != EOS_ID]
+            for row, length in zip(self.tokens.tolist(), self.lengths.tolist(), strict=True)
+        ]
+
+
+def repeated_ngram_mask(history: Tensor, n: int, vocab_size: int) -> Tensor:
+    """Tokens that would complete an n-gram already present in the same row.
+
+    history (R, t) tokens generated so far -> (R, V) bool, true on the tokens to block.
+    Compares the last n - 1 tokens with the first n - 1 of every earlier n-gram at once;
+    replies are short, so the (R, t - n + 1, n) windows stay small.
+    """
+    R, t = history.shape
+    if n <= 0 or t < n:
+        return torch.zeros(R, vocab_size, dtype=torch.bool, device=history.device)
+    windows = history.unfold(1, n, 1)  # (R, W, n), W = t - n + 1
+    prefix = history[:, t - n + 1 :]  # (R, n - 1)
+    matches = (windows[:, :, :-1] == prefix.unsqueeze(1)).all(dim=-1)  # (R, W)
+    # Adding counts, not writing flags: several windows may end in the same token.
+    hits = torch.zeros(R, vocab_size, device=history.device)
+    hits.scatter_add_(1, windows[:, :, -1], matches.float())
+    return hits > 0
+
+
+class DecodeStrategy(ABC):
+    """Chooses the next token of every row; holds what was generated so far.
+
+    Usage, once per batch: ``index = initialize(B, device)`` gives the batch row each decoded
+    row starts from; then ``advance(log_probs)`` once per step until ``done``; then
+    ``finalize()``. The length and repetition constraints are applied in ``advance`` before
+    the strategy sees the log-probabilities, so every strategy obeys them the same way.
+    """
+
+    def __init__(self, config: DecodeConfig, rows_per_input: int = 1) -> None:
+        if not 0 <= config.min_tokens <= config.max_tokens:
+            raise ValueError("need 0 <= min_tokens <= max_tokens")
+        if rows_per_input < 1:
+            raise ValueError("need at least one row per input")
+        self.config = config
+        self.rows_per_input = rows_per_input
+        self.max_length = config.max_tokens + 1  # the last step only has room for <eos>
+        self.step = 0
+        self.history = torch.empty(0, self.max_length, dtype=torch.long)  # (R, L)
+        self.finished = torch.empty(0, dtype=torch.bool)  # (R,) rows that only extend with <pad>
+
+    def initialize(self, batch_size: int, device: torch.device | str) -> Tensor:
+        """Reset for a batch of B inputs -> (R,) batch row of each decoded row, input-major."""
+        index = torch.arange(batch_size, device=device).repeat_interleave(self.rows_per_input)
+        R = index.numel()
+        self.step = 0
+        self.history = torch.full((R, self.max_length), PAD_ID, dtype=torch.long, device=device)
+        self.finished = torch.zeros(R, dtype=torch.bool, device=device)
+        return index
+
+    def constrain(self, log_probs: Tensor) -> Tensor:
+        """Block what no strategy may choose at this step: (R, V) -> (R, V).
+
+        Out of place, so log-probabilities that carry gradients stay intact.
+        """
+        R, V = log_probs.shape
+        blocked = torch.zeros(V, dtype=torch.bool, device=log_probs.device)
+        blocked[list(NEVER_GENERATED)] = True
+        if self.step < self.config.min_tokens:
+            blocked[EOS_ID] = True
+        if self.step == self.config.max_tokens:
+            blocked[:] = True
+            blocked[EOS_ID] = False
+        blocked = blocked.expand(R, V)
+        if self.config.no_repeat_ngram > 0:
+            history = self.history[:, : self.step]  # (R, t)
+            blocked = blocked | repeated_ngram_mask(history, self.config.no_repeat_ngram, V)
+        log_probs = log_probs.masked_fill(blocked, float("-inf"))
+        # A finished row continues with <pad> at no cost, so its score stays as it was.
+        pad_only = torch.full((V,), float("-inf"), device=log_probs.device)
+        pad_only[PAD_ID] = 0.0
+        return torch.where(self.finished.unsqueeze(1), pad_only, log_probs)
+
+    def advance(self, log_probs: Tensor) -> tuple[Tensor, Tensor | None]:
+        """One step: log_probs (R, V) of the model -> next tokens (R,), reorder index (R,) or None.
+
+        The reorder index says which row of the decoder state each row continues from
+        (beams); None means every row continues from itself.
+        """
+        if self.step >= self.max_length:
+            raise RuntimeError("advance called after the longest reply")
+        tokens, reorder = self.select(self.constrain(log_probs))
+        if reorder is not None:
+            self.history = self.history.index_select(0, reorder)
+        self.history[:, self.step] = tokens
+        self.step += 1
+        return tokens, reorder
+
+    @abstractmethod
+    def select(self, log_probs: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The strategy's choice from constrained log_probs (R, V): tokens (R,), reorder or None.
+
+        Called before ``history`` gets this step's tokens; updates ``finished``.
+        """
+
+    @property
+    @abstractmethod
+    def done(self) -> bool:
+        """True once no further step can change the result."""
+
+    @abstractmethod
+    def finalize(self) -> DecodeResult:
+        """The decoded replies."""

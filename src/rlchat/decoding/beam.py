@@ -1,0 +1,107 @@
+"""Beam search with the GNMT length penalty, batched over inputs and beams.
+
+Wu et al., "Google's Neural Machine Translation System", 2016, https://arxiv.org/abs/1609.08144,
+eq. 14. Rows are laid out input-major: row b * K + k is beam k of input b.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rlchat.config import DecodeConfig
+from rlchat.decoding.base import DecodeResult, DecodeStrategy
+from rlchat.tokenizer import EOS_ID, PAD_ID
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT lp(Y) = ((5 + |Y|) / 6) ** alpha; a hypothesis scores log P(Y|X) / lp(Y)."""
+    return ((5 + length) / 6) ** alpha
+
+
+class BeamSearch(DecodeStrategy):
+    """Keeps the K best unfinished hypotheses per input and the best finished one.
+
+    Each step looks at the 2K best extensions of an input's beams: at most K of them end in
+    <eos> (one per beam), so K unfinished ones always remain to carry on. An input is done
+    when its best finished hypothesis cannot be beaten by any continuation of its beams.
+    """
+
+    def __init__(self, config: DecodeConfig) -> None:
+        if config.beam_size < 1:
+            raise ValueError("beam_size must be >= 1")
+        super().__init__(config, rows_per_input=config.beam_size)
+        self.beam_size = config.beam_size
+        self.alpha = config.length_penalty
+        self.scores = torch.empty(0)  # (R,) summed log-probs of the unfinished hypotheses
+        self.input_done = torch.empty(0, dtype=torch.bool)  # (B,)
+        self.best_scores = torch.empty(0)  # (B,) length-penalised, of the best finished
+        self.best_tokens = torch.empty(0, self.max_length, dtype=torch.long)  # (B, L)
+        self.best_lengths = torch.empty(0, dtype=torch.long)  # (B,)
+
+    def initialize(self, batch_size: int, device: torch.device | str) -> Tensor:
+        index = super().initialize(batch_size, device)
+        K = self.beam_size
+        # Only beam 0 starts alive: K identical beams would fill the beam with duplicates.
+        scores = torch.full((batch_size, K), float("-inf"), device=device)
+        scores[:, 0] = 0.0
+        self.scores = scores.view(-1)
+        self.input_done = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        self.best_scores = torch.full((batch_size,), float("-inf"), device=device)
+        self.best_tokens = torch.full(
+            (batch_size, self.max_length), PAD_ID, dtype=torch.long, device=device
+        )
+        self.best_lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
+        return index
+
+    def select(self, log_probs: Tensor) -> tuple[Tensor, Tensor]:
+        K, V = self.beam_size, log_probs.size(-1)
+        B = self.input_done.numel()
+        length = self.step + 1  # of a hypothesis ending at this step, <eos> included
+        candidates = (self.scores.unsqueeze(1) + log_probs).view(B, K * V)
+        top_scores, top_index = candidates.topk(2 * K, dim=1)  # (B, 2K)
+        origins = top_index // V  # (B, 2K) beam each candidate extends
+        tokens = top_index % V  # (B, 2K)
+        first_row = torch.arange(B, device=log_probs.device).unsqueeze(1) * K  # (B, 1)
+
+        ends = (tokens == EOS_ID) & ~self.input_done.unsqueeze(1)
+        ended_scores = (top_scores / length_penalty(length, self.alpha)).masked_fill(
+            ~ends, float("-inf")
+        )
+        best_ended, best_at = ended_scores.max(dim=1)  # (B,)
+        improved = best_ended > self.best_scores  # (B,)
+        if bool(improved.any()):
+            rows = (first_row + origins.gather(1, best_at.unsqueeze(1))).squeeze(1)  # (B,)
+            hypotheses = self.history.index_select(0, rows)  # (B, L)
+            hypotheses[:, self.step] = EOS_ID
+            self.best_tokens = torch.where(improved.unsqueeze(1), hypotheses, self.best_tokens)
+            self.best_scores = torch.where(improved, best_ended, self.best_scores)
+            self.best_lengths = self.best_lengths.masked_fill(improved, length)
+
+        alive_scores, picked = top_scores.masked_fill(tokens == EOS_ID, float("-inf")).topk(
+            K, dim=1
+        )  # (B, K) each, best first
+        reorder = (first_row + origins.gather(1, picked)).view(-1)  # (R,)
+        self.scores = alive_scores.view(-1)
+
+        # Log-probs are <= 0, so a continuation's summed score only falls; its penalised score
+        # is at most the current sum over the largest penalty of any length it could end at.
+        largest_penalty = max(
+            length_penalty(length + 1, self.alpha), length_penalty(self.max_length, self.alpha)
+        )
+        unbeatable = self.best_scores >= alive_scores[:, 0] / largest_penalty
+        self.input_done = self.input_done | unbeatable | (length >= self.max_length)
+        self.finished = self.input_done.repeat_interleave(K)
+        return tokens.gather(1, picked).view(-1), reorder
+
+    @property
+    def done(self) -> bool:
+        return bool(self.input_done.all())
+
+    def finalize(self) -> DecodeResult:
+        longest = int(self.best_lengths.max()) if self.best_lengths.numel() else 0
+        return DecodeResult(
+            tokens=self.best_tokens[:, :longest],
+            lengths=self.best_lengths,
+            scores=self.best_scores,
+        )

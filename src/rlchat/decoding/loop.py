@@ -1,0 +1,95 @@
+"""The one loop that steps the model, for every strategy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from rlchat.batching import encode_inputs
+from rlchat.config import DecodeConfig
+from rlchat.decoding.base import DecodeResult, DecodeStrategy
+from rlchat.decoding.beam import BeamSearch
+from rlchat.decoding.greedy import GreedySearch
+from rlchat.decoding.sampling import Sampling
+from rlchat.model import Seq2Seq
+from rlchat.tokenizer import BOS_ID
+
+
+def make_strategy(
+    config: DecodeConfig,
+    *,
+    num_samples: int = 1,
+    generator: torch.Generator | None = None,
+) -> DecodeStrategy:
+    """The strategy ``config.strategy`` names; ``num_samples`` and ``generator`` only sample."""
+    if config.strategy == "sample":
+        return Sampling(config, num_samples=num_samples, generator=generator)
+    if num_samples != 1:
+        raise ValueError("num_samples > 1 needs strategy 'sample'")
+    if config.strategy == "greedy":
+        return GreedySearch(config)
+    if config.strategy == "beam":
+        return BeamSearch(config)
+    raise ValueError(f"unknown decoding strategy {config.strategy!r}; use greedy, beam or sample")
+
+
+def decode(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    config: DecodeConfig,
+    *,
+    generator: torch.Generator | None = None,
+    num_samples: int = 1,
+) -> DecodeResult:
+    """Replies to a padded batch: src (B, S), src_lengths (B,) -> R rows.
+
+    R is B, except with ``num_samples`` K > 1 (sampling only): B * K rows, row i * K + k
+    being sample k of input i. Runs as the caller set the model up: put it in eval mode, and
+    under ``torch.inference_mode()`` unless gradients are wanted.
+    """
+    strategy = make_strategy(config, num_samples=num_samples, generator=generator)
+    index = strategy.initialize(src.size(0), src.device)  # (R,)
+    state = model.start(src, src_lengths).index_select(index)
+    tokens = torch.full_like(index, BOS_ID)  # (R,)
+    while not strategy.done:
+        log_probs, state = model.step_log_probs(tokens, state)  # (R, V)
+        tokens, reorder = strategy.advance(log_probs)
+        if reorder is not None:
+            state = state.index_select(reorder)
+    return strategy.finalize()
+
+
+def generate(
+    model: Seq2Seq,
+    sources: Sequence[Sequence[int]],
+    config: DecodeConfig,
+    *,
+    generator: torch.Generator | None = None,
+    num_samples: int = 1,
+) -> list[list[int]]:
+    """Reply ids (without specials) to unpadded inputs, in eval mode and without gradients.
+
+    Returns ``len(sources) * num_samples`` replies, grouped per input as in ``decode``.
+    """
+    if not sources:
+        return []
+    device = next(model.parameters()).device
+    src, src_lengths = encode_inputs(sources)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            result = decode(
+                model,
+                src.to(device),
+                src_lengths,
+                config,
+                generator=generator,
+                num_samples=num_samples,
+            )
+    finally:
+        model.train(was_training)
+    return result.to_lists()
