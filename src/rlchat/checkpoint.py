@@ -102,7 +102,12 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
             state.setdefault(int(param_id), {})[name] = value
     for param_id, values in meta["scalars"].items():
         state.setdefault(int(param_id), {}).update(values)
-    return {"state": state, "param_groups": meta["param_groups"]}
+    # JSON turned tuples (Adam's betas) into lists; give them back their type.
+    groups = [
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
+        for group in meta["param_groups"]
+    ]
+    return {"state": state, "param_groups": groups}
 
 
 def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

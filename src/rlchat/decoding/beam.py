@@ -22,9 +22,9 @@ def length_penalty(length: int, alpha: float) -> float:
 class BeamSearch(DecodeStrategy):
     """Keeps the K best unfinished hypotheses per input and the best finished one.
 
-    Each step looks at the 2K best extensions of an input's beams: at most K of them end in
-    <eos> (one per beam), so K unfinished ones always remain to carry on. An input is done
-    when its best finished hypothesis cannot be beaten by any continuation of its beams.
+    Each step keeps the K best extensions of an input's beams; those ending in <eos> are
+    scored as finished hypotheses. An input is done when its best finished hypothesis cannot
+    be beaten by any continuation of its beams, or at the longest reply.
     """
 
     def __init__(self, config: DecodeConfig) -> None:
@@ -59,29 +59,27 @@ class BeamSearch(DecodeStrategy):
         B = self.input_done.numel()
         length = self.step + 1  # of a hypothesis ending at this step, <eos> included
         candidates = (self.scores.unsqueeze(1) + log_probs).view(B, K * V)
-        top_scores, top_index = candidates.topk(2 * K, dim=1)  # (B, 2K)
-        origins = top_index // V  # (B, 2K) beam each candidate extends
-        tokens = top_index % V  # (B, 2K)
-        first_row = torch.arange(B, device=log_probs.device).unsqueeze(1) * K  # (B, 1)
+        top_scores, top_index = candidates.topk(K, dim=1)  # (B, K), best first
+        origins = top_index // V  # (B, K) beam each candidate extends
+        tokens = top_index % V  # (B, K)
+        reorder = (torch.arange(B, device=log_probs.device).unsqueeze(1) * K + origins).view(-1)
 
-        ends = (tokens == EOS_ID) & ~self.input_done.unsqueeze(1)
+        ends = tokens == EOS_ID  # (B, K)
         ended_scores = (top_scores / length_penalty(length, self.alpha)).masked_fill(
-            ~ends, float("-inf")
+            ~ends | self.input_done.unsqueeze(1), float("-inf")
         )
         best_ended, best_at = ended_scores.max(dim=1)  # (B,)
         improved = best_ended > self.best_scores  # (B,)
         if bool(improved.any()):
-            rows = (first_row + origins.gather(1, best_at.unsqueeze(1))).squeeze(1)  # (B,)
+            rows = reorder.view(B, K).gather(1, best_at.unsqueeze(1)).squeeze(1)  # (B,)
             hypotheses = self.history.index_select(0, rows)  # (B, L)
             hypotheses[:, self.step] = EOS_ID
             self.best_tokens = torch.where(improved.unsqueeze(1), hypotheses, self.best_tokens)
             self.best_scores = torch.where(improved, best_ended, self.best_scores)
             self.best_lengths = self.best_lengths.masked_fill(improved, length)
-
-        alive_scores, picked = top_scores.masked_fill(tokens == EOS_ID, float("-inf")).topk(
-            K, dim=1
-        )  # (B, K) each, best first
-        reorder = (first_row + origins.gather(1, picked)).view(-1)  # (R,)
+        # A hypothesis that ended keeps its slot this step but is never extended, as in
+        # OpenNMT-py; so a beam of one is exactly greedy search.
+        alive_scores = top_scores.masked_fill(ends, float("-inf"))  # (B, K)
         self.scores = alive_scores.view(-1)
 
         # Log-probs are <= 0, so a continuation's summed score only falls; its penalised score
@@ -89,10 +87,10 @@ class BeamSearch(DecodeStrategy):
         largest_penalty = max(
             length_penalty(length + 1, self.alpha), length_penalty(self.max_length, self.alpha)
         )
-        unbeatable = self.best_scores >= alive_scores[:, 0] / largest_penalty
+        unbeatable = self.best_scores >= alive_scores.max(dim=1).values / largest_penalty
         self.input_done = self.input_done | unbeatable | (length >= self.max_length)
         self.finished = self.input_done.repeat_interleave(K)
-        return tokens.gather(1, picked).view(-1), reorder
+        return tokens.view(-1), reorder
 
     @property
     def done(self) -> bool:

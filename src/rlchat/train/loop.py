@@ -143,6 +143,7 @@ class MetricsLog:
     """Slash-namespaced scalars to ``metrics.jsonl`` and TensorBoard."""
 
     def __init__(self, run: RunDir, tensorboard: bool = True) -> None:
+        run.path.mkdir(parents=True, exist_ok=True)
         self.path = run.metrics_path
         self.writer = None
         if tensorboard:

@@ -1,0 +1,335 @@
+"""Rewards for self-critical training: one score per sampled reply, higher is better.
+
+Text rewards are pure functions ``(hypotheses, references) -> list[float]`` on token lists (ids
+or words). Model-based rewards score replies under a frozen `Seq2Seq`, after Li et al., "Deep
+Reinforcement Learning for Dialogue Generation", 2016, https://arxiv.org/abs/1606.01541.
+`RewardFunction` sums weighted components and reports each one's mean for logging.
+
+Shapes: B pairs scored, C candidates, D dull replies, N real target tokens, V vocabulary size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from rlchat.batching import make_batch
+from rlchat.model import Seq2Seq
+
+Token = Hashable  # a token id or a word: BLEU and the repeat penalty only compare tokens
+
+REWARD_NAMES = ("bleu", "dull", "repeat", "coherence")
+
+# Li et al. 2016, sec. 3.2: the list S of dull responses behind "ease of answering".
+DULL_REPLIES = (
+    "i don't know what you're talking about",
+    "i don't know",
+    "you don't know",
+    "you know what i mean",
+    "i know what you mean",
+    "you know what i'm saying",
+    "you don't know anything",
+)
+
+# Chen & Cherry 2014, smoothing method 1 as NLTK implements it: epsilon over zero-match orders.
+BLEU_EPSILON = 0.1
+BLEU_WEIGHTS = (0.5, 0.5)
+
+
+# --------------------------------------------------------------------------- text rewards
+
+
+def _ngrams(tokens: Sequence[Token], n: int) -> Counter[tuple[Token, ...]]:
+    return Counter(zip(*(tokens[i:] for i in range(n)), strict=False))
+
+
+def _closest_length(references: Sequence[Sequence[Token]], length: int) -> int:
+    """The reference length nearest `length`, the shorter one on a tie (as NLTK and mteval)."""
+    return min((len(r) for r in references), key=lambda r: (abs(r - length), r))
+
+
+def _sentence_bleu2(hypothesis: Sequence[Token], references: Sequence[Sequence[Token]]) -> float:
+    if not references:
+        raise ValueError("bleu2 needs at least one reference per hypothesis")
+    hyp = tuple(hypothesis)
+    refs = [tuple(r) for r in references]
+    precisions = []
+    for n in range(1, len(BLEU_WEIGHTS) + 1):
+        counts = _ngrams(hyp, n)
+        ref_counts = [_ngrams(r, n) for r in refs]
+        # Modified precision: each n-gram is credited at most as often as one reference has it.
+        matches = sum(
+            min(count, max(rc[gram] for rc in ref_counts)) for gram, count in counts.items()
+        )
+        if n == 1 and matches == 0:
+            return 0.0  # NLTK returns 0 before smoothing when no unigram matches
+        total = max(1, len(hyp) - n + 1)  # NLTK's floor of 1 keeps 1-token replies defined
+        precisions.append(matches / total if matches else BLEU_EPSILON / total)
+    closest = _closest_length(refs, len(hyp))
+    brevity = 1.0 if len(hyp) > closest else math.exp(1 - closest / len(hyp))
+    log_mean = math.fsum(w * math.log(p) for w, p in zip(BLEU_WEIGHTS, precisions, strict=True))
+    return brevity * math.exp(log_mean)
+
+
+def bleu2(
+    hypotheses: Sequence[Sequence[Token]], references: Sequence[Sequence[Sequence[Token]]]
+) -> list[float]:
+    """Sentence BLEU-2 of each hypothesis against its references, in [0, 1].
+
+    Papineni et al. 2002 with weights (0.5, 0.5), smoothing method 1 (Chen & Cherry 2014) and
+    the brevity penalty of the closest reference length: equal to NLTK's
+    ``sentence_bleu(refs, hyp, weights=(0.5, 0.5), smoothing_function=method1)``, including
+    0 for an empty hypothesis or one without a matching token. ``references[i]`` holds one or
+    more references for ``hypotheses[i]``.
+    """
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")
+    return [_sentence_bleu2(h, refs) for h, refs in zip(hypotheses, references, strict=True)]
+
+
+def _repetition(tokens: tuple[Token, ...], orders: Sequence[int], max_token_count: int) -> float:
+    shares = [0.0]
+    for n in orders:
+        if n == 1:
+            excess = sum(max(0, c - max_token_count) for c in Counter(tokens).values())
+            shares.append(excess / len(tokens))
+        elif len(tokens) >= n:
+            counts = _ngrams(tokens, n)
+            total = len(tokens) - n + 1
+            shares.append((total - len(counts)) / total)
+    return max(shares)
+
+
+def _echo(tokens: tuple[Token, ...], source: tuple[Token, ...], echo_n: int) -> float:
+    k = min(echo_n, len(tokens))  # a reply shorter than echo_n is an echo if it is all copied
+    copied = _ngrams(source, k)
+    covered = [False] * len(tokens)
+    for start in range(len(tokens) - k + 1):
+        if tokens[start : start + k] in copied:
+            covered[start : start + k] = [True] * k
+    return sum(covered) / len(tokens)
+
+
+def repeat_penalty(
+    hypotheses: Sequence[Sequence[Token]],
+    sources: Sequence[Sequence[Token]],
+    *,
+    orders: Sequence[int] = (1, 2, 3),
+    max_token_count: int = 2,
+    echo_n: int = 3,
+) -> list[float]:
+    """A penalty in [-1, 0] for replies that loop or parrot the input; 0 for a clean reply.
+
+    For a reply y of T tokens and its input x::
+
+        repetition_n = (#n-grams of y - #distinct n-grams of y) / #n-grams of y   (n >= 2)
+        repetition_1 = sum_w max(0, count_y(w) - max_token_count) / T
+        repetition   = max over n in `orders` of repetition_n
+        echo         = share of y's tokens inside a k-gram that also occurs in x,
+                       k = min(echo_n, T)
+        penalty      = -min(1, repetition + echo)
+
+    "gonna gonna gonna" scores repetition 1/2 (one of its two bigrams repeats); a copy of the
+    input scores echo 1. Single tokens get the `max_token_count` allowance because "the" or
+    "," recur in fine replies. An empty reply scores 0: the other rewards deal with it.
+    """
+    if len(hypotheses) != len(sources):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(sources)} sources")
+    penalties = []
+    for hypothesis, source in zip(hypotheses, sources, strict=True):
+        tokens = tuple(hypothesis)
+        if not tokens:
+            penalties.append(0.0)
+            continue
+        repetition = _repetition(tokens, orders, max_token_count)
+        echo = _echo(tokens, tuple(source), echo_n)
+        # The sum, clipped, rather than the max: lowering either part still raises the reward.
+        penalties.append(-min(1.0, repetition + echo))
+    return penalties
+
+
+# --------------------------------------------------------------------------- model rewards
+
+
+def sequence_log_likelihood(
+    model: Seq2Seq,
+    sources: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[int]],
+    device: torch.device | str,
+    batch_size: int = 512,
+) -> Tensor:
+    """Mean per-token log p(target | source), <eos> included, for each pair -> (B,) float32.
+
+    Teacher-forced and without gradient; the model is scored in eval mode (no dropout) and put
+    back in the mode it was in. Pairs are sorted by length before batching, so each batch holds
+    little padding; the result is in the order of the inputs, on `device`.
+    """
+    if len(sources) != len(targets):
+        raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
+    order = sorted(range(len(targets)), key=lambda i: (len(targets[i]), len(sources[i])))
+    result = torch.empty(len(targets), device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                batch = make_batch([sources[i] for i in rows], [targets[i] for i in rows])
+                batch = batch.to(device)
+                logits = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_mask)  # (N, V)
+                gold = batch.tgt_out[batch.tgt_mask]  # (N,)
+                token_log_probs = (
+                    torch.log_softmax(logits.float(), dim=-1).gather(1, gold.unsqueeze(1))
+                ).squeeze(1)  # (N,)
+                # Row of every real target token, in the same row-major order as the logits.
+                row_of_token = torch.arange(len(rows), device=device).unsqueeze(1)
+                row_of_token = row_of_token.expand_as(batch.tgt_mask)[batch.tgt_mask]  # (N,)
+                sums = torch.zeros(len(rows), device=device).index_add_(
+                    0, row_of_token, token_log_probs
+                )  # (b,)
+                lengths = batch.tgt_mask.sum(dim=1)  # (b,) reply length + 1 for <eos>
+                result[torch.as_tensor(rows, device=device)] = sums / lengths
+    finally:
+        model.train(was_training)
+    return result
+
+
+def dull_penalty(
+    model: Seq2Seq,
+    candidates: Sequence[Sequence[int]],
+    dull_replies: Sequence[Sequence[int]],
+    device: torch.device | str,
+) -> list[float]:
+    """Ease of answering, Li et al. 2016 eq. 1: r = -1/|S| sum_s 1/N_s log p(s | candidate).
+
+    Each candidate is the model's INPUT and each dull reply s in S the target, so the reward is
+    high when a dull answer is unlikely to follow the candidate. All C x D pairs are scored in
+    one `sequence_log_likelihood` call.
+    """
+    if not dull_replies:
+        raise ValueError("dull_penalty needs at least one dull reply")
+    C, D = len(candidates), len(dull_replies)
+    sources = [candidate for candidate in candidates for _ in range(D)]  # candidate-major
+    targets = [dull for _ in range(C) for dull in dull_replies]
+    log_likelihood = sequence_log_likelihood(model, sources, targets, device).view(C, D)
+    return (-log_likelihood.mean(dim=1)).tolist()
+
+
+def coherence(
+    model: Seq2Seq,
+    sources: Sequence[Sequence[int]],
+    replies: Sequence[Sequence[int]],
+    device: torch.device | str,
+) -> list[float]:
+    """Mean per-token log p(reply | source) under a frozen model: a reply that fits its input.
+
+    The forward half of Li et al.'s semantic coherence (sec. 3.2); at most 0.
+    """
+    return sequence_log_likelihood(model, sources, replies, device).tolist()
+
+
+# --------------------------------------------------------------------------- combination
+
+
+def parse_reward_spec(spec: str) -> dict[str, float]:
+    """``"bleu=1.0,dull=0.5"`` -> ``{"bleu": 1.0, "dull": 0.5}``; names from `REWARD_NAMES`."""
+    known = ", ".join(REWARD_NAMES)
+    weights: dict[str, float] = {}
+    for part in spec.split(","):
+        name, equals, value = (s.strip() for s in part.partition("="))
+        if not equals or not name or not value:
+            raise ValueError(f"reward spec part {part.strip()!r} is not NAME=WEIGHT (known: {known})")
+        if name not in REWARD_NAMES:
+            raise ValueError(f"unknown reward {name!r} in {part.strip()!r}; known: {known}")
+        if name in weights:
+            raise ValueError(f"reward {name!r} given twice in {spec!r}")
+        try:
+            weight = float(value)
+        except ValueError:
+            raise ValueError(f"weight {value!r} of reward {name!r} is not a number") from None
+        if not math.isfinite(weight):
+            raise ValueError(f"weight of reward {name!r} must be finite, not {value!r}")
+        weights[name] = weight
+    return weights
+
+
+class RewardFunction:
+    """Weighted sum of reward components for sampled replies, with per-component means.
+
+    ``dull`` and ``coherence`` need the frozen `model`; ``dull`` also needs the dull replies as
+    ids, e.g. ``tokenizer.encode_batch(DULL_REPLIES)``. The components have different scales
+    (BLEU in [0, 1], dull a few nats); self-critical training only uses the difference between
+    a sample's reward and the greedy reply's, so offsets cancel and the weights set the trade.
+    """
+
+    def __init__(
+        self,
+        weights: Mapping[str, float],
+        *,
+        model: Seq2Seq | None = None,
+        dull_replies: Sequence[Sequence[int]] = (),
+        device: torch.device | str = "cpu",
+    ) -> None:
+        unknown = sorted(set(weights) - set(REWARD_NAMES))
+        if unknown:
+            raise ValueError(f"unknown rewards {unknown}; known: {', '.join(REWARD_NAMES)}")
+        if not weights:
+            raise ValueError("no reward components given")
+        needs_model = sorted({"dull", "coherence"} & set(weights))
+        if needs_model and model is None:
+            raise ValueError(f"rewards {needs_model} need a frozen model")
+        if "dull" in weights and not dull_replies:
+            raise ValueError("the dull reward needs the dull replies as token ids")
+        self.weights = dict(weights)
+        self.model = model
+        self.dull_replies = [list(d) for d in dull_replies]
+        self.device = torch.device(device)
+
+    def components(
+        self,
+        replies: Sequence[Sequence[int]],
+        sources: Sequence[Sequence[int]],
+        references: Sequence[Sequence[Sequence[int]]],
+    ) -> dict[str, list[float]]:
+        """Each weighted component, unweighted, one value per reply."""
+        scores: dict[str, list[float]] = {}
+        for name in self.weights:
+            if name == "bleu":
+                scores[name] = bleu2(replies, references)
+            elif name == "repeat":
+                scores[name] = repeat_penalty(replies, sources)
+            elif name == "dull":
+                scores[name] = dull_penalty(self.model, replies, self.dull_replies, self.device)
+            else:
+                scores[name] = coherence(self.model, sources, replies, self.device)
+        return scores
+
+    def __call__(
+        self,
+        replies: Sequence[Sequence[int]],
+        sources: Sequence[Sequence[int]],
+        references: Sequence[Sequence[Sequence[int]]],
+    ) -> tuple[Tensor, dict[str, float]]:
+        """Total reward (B,) float32 on `device`, and ``{"reward/NAME": mean}`` for logging.
+
+        replies[i] is a sampled reply to sources[i]; references[i] its reference replies.
+        """
+        if not len(replies) == len(sources) == len(references):
+            raise ValueError(
+                f"{len(replies)} replies, {len(sources)} sources, {len(references)} references"
+            )
+        scores = self.components(replies, sources, references)
+        total = torch.zeros(len(replies), device=self.device)
+        for name, values in scores.items():
+            total += self.weights[name] * torch.tensor(values, device=self.device)
+        means = {f"reward/{name}": _mean(values) for name, values in scores.items()}
+        means["reward/total"] = _mean(total.tolist())
+        return total, means
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values) if values else 0.0

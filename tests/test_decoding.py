@@ -1,0 +1,255 @@
+"""Greedy, sampling and beam decoding on a small random model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlchat.batching import encode_inputs
+from rlchat.config import DecodeConfig, ModelConfig
+from rlchat.decoding import DecodeResult, decode, generate, make_strategy
+from rlchat.decoding.base import repeated_ngram_mask
+from rlchat.decoding.beam import BeamSearch
+from rlchat.model import Seq2Seq
+from rlchat.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+VOCAB = 50
+
+
+def small_model(seed: int = 0) -> Seq2Seq:
+    torch.manual_seed(seed)
+    config = ModelConfig(vocab_size=VOCAB, embedding_dim=16, hidden_size=32, dropout=0.0)
+    return Seq2Seq(config).eval()
+
+
+def bias_token(model: Seq2Seq, token: int, amount: float) -> Seq2Seq:
+    """Make ``token`` much more (or less) likely at every step."""
+    with torch.no_grad():
+        model.decoder.out.bias[token] += amount
+    return model
+
+
+def random_sources(count: int, seed: int) -> list[list[int]]:
+    rng = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, 9, (count,), generator=rng).tolist()
+    return [torch.randint(5, VOCAB, (n,), generator=rng).tolist() for n in lengths]
+
+
+def run(model: Seq2Seq, sources: list[list[int]], config: DecodeConfig, **kwargs) -> DecodeResult:
+    src, src_lengths = encode_inputs(sources)
+    with torch.inference_mode():
+        return decode(model, src, src_lengths, config, **kwargs)
+
+
+def assert_well_formed(result: DecodeResult) -> None:
+    """Every row: real tokens, then <eos> at length - 1, then only padding."""
+    for row, length in zip(result.tokens.tolist(), result.lengths.tolist(), strict=True):
+        assert row[length - 1] == EOS_ID
+        assert EOS_ID not in row[: length - 1]
+        assert not {PAD_ID, BOS_ID} & set(row[:length])
+        assert all(token == PAD_ID for token in row[length:])
+
+
+def bigrams(ids: list[int]) -> list[tuple[int, int]]:
+    return list(zip(ids, ids[1:], strict=False))
+
+
+GREEDY = DecodeConfig(strategy="greedy", min_tokens=0, no_repeat_ngram=0)
+
+
+def test_greedy_equals_step_by_step_argmax():
+    model = small_model()
+    source = [7, 8, 9, 10]
+    max_tokens = 12
+    src, src_lengths = encode_inputs([source])
+    expected, expected_score = [], 0.0
+    with torch.inference_mode():
+        state = model.start(src, src_lengths)
+        token = torch.tensor([BOS_ID])
+        for step in range(max_tokens + 1):
+            log_probs, state = model.step_log_probs(token, state)
+            log_probs[0, [PAD_ID, BOS_ID]] = float("-inf")
+            token = log_probs.argmax(-1) if step < max_tokens else torch.tensor([EOS_ID])
+            expected.append(int(token))
+            expected_score += float(log_probs[0, token])
+            if int(token) == EOS_ID:
+                break
+
+    result = run(model, [source], DecodeConfig(strategy="greedy", min_tokens=0,
+                                               no_repeat_ngram=0, max_tokens=max_tokens))
+
+    assert result.tokens[0].tolist() == expected
+    assert result.lengths.tolist() == [len(expected)]
+    assert result.scores[0].item() == pytest.approx(expected_score, abs=1e-4)
+    assert_well_formed(result)
+
+
+def test_beam_of_one_equals_greedy():
+    model = small_model()
+    sources = random_sources(8, seed=1)
+    beam = DecodeConfig(strategy="beam", beam_size=1, length_penalty=0.0, min_tokens=0,
+                        no_repeat_ngram=0)
+
+    greedy_result, beam_result = run(model, sources, GREEDY), run(model, sources, beam)
+
+    assert torch.equal(beam_result.tokens, greedy_result.tokens)
+    assert torch.allclose(beam_result.scores, greedy_result.scores, atol=1e-4)
+
+
+def test_beam_scores_at_least_greedy_without_length_penalty():
+    model = bias_token(small_model(), EOS_ID, 3.0)  # replies of varied length
+    sources = random_sources(16, seed=2)
+    beam = DecodeConfig(strategy="beam", beam_size=5, length_penalty=0.0, min_tokens=0,
+                        no_repeat_ngram=0)
+
+    greedy_result, beam_result = run(model, sources, GREEDY), run(model, sources, beam)
+
+    assert_well_formed(beam_result)
+    assert (beam_result.scores >= greedy_result.scores - 1e-4).all()
+    assert (beam_result.scores > greedy_result.scores + 1e-3).any()
+
+
+def test_beam_stops_when_no_hypothesis_can_beat_the_best_finished():
+    model = bias_token(small_model(), EOS_ID, 8.0)
+    config = DecodeConfig(strategy="beam", beam_size=3, length_penalty=1.0, max_tokens=20)
+    steps = 0
+    step_log_probs = model.step_log_probs
+
+    def counting_step(tokens, state):
+        nonlocal steps
+        steps += 1
+        return step_log_probs(tokens, state)
+
+    model.step_log_probs = counting_step
+    result = run(model, random_sources(4, seed=3), config)
+
+    assert result.lengths.tolist() == [2, 2, 2, 2]  # min_tokens 1, then <eos>
+    assert steps < config.max_tokens
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_batch_equals_inputs_decoded_alone(strategy):
+    model = small_model()
+    sources = random_sources(6, seed=4)
+    config = DecodeConfig(strategy=strategy, beam_size=3)
+
+    batched = run(model, sources, config)
+    alone = [run(model, [source], config) for source in sources]
+
+    assert batched.to_lists() == [result.to_lists()[0] for result in alone]
+    expected_scores = torch.cat([result.scores for result in alone])
+    assert torch.allclose(batched.scores, expected_scores, atol=1e-4)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
+def test_no_repeat_ngram_never_repeats_a_bigram(strategy):
+    model = bias_token(small_model(), 17, 6.0)  # token 17 nearly always wins
+    sources = random_sources(64, seed=5)
+    config = DecodeConfig(strategy=strategy, beam_size=3, no_repeat_ngram=2, max_tokens=20)
+    unconstrained = DecodeConfig(strategy="greedy", no_repeat_ngram=0, max_tokens=20)
+
+    replies = run(model, sources, config, generator=torch.Generator().manual_seed(0)).to_lists()
+
+    assert any(len(set(bigrams(r))) < len(bigrams(r)) for r in
+               run(model, sources, unconstrained).to_lists())  # the bias does cause repeats
+    for reply in replies:
+        assert len(set(bigrams(reply))) == len(bigrams(reply))
+
+
+def test_repeated_ngram_mask_blocks_the_token_closing_a_seen_ngram():
+    history = torch.tensor([[5, 6, 7, 5], [5, 5, 5, 5]])
+
+    assert repeated_ngram_mask(history, 2, 10).nonzero().tolist() == [[0, 6], [1, 5]]
+    assert not repeated_ngram_mask(history[:1], 3, 10).any()
+    assert repeated_ngram_mask(history[:1], 1, 10).nonzero()[:, 1].tolist() == [5, 6, 7]
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
+def test_min_tokens_comes_before_eos(strategy):
+    model = bias_token(small_model(), EOS_ID, 10.0)  # <eos> would win at once
+    config = DecodeConfig(strategy=strategy, beam_size=3, min_tokens=5)
+
+    result = run(model, random_sources(16, seed=6), config,
+                 generator=torch.Generator().manual_seed(0))
+
+    assert_well_formed(result)
+    assert (result.lengths == config.min_tokens + 1).all()
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
+def test_max_tokens_caps_reply_length(strategy):
+    model = bias_token(small_model(), EOS_ID, -10.0)  # <eos> would never win
+    config = DecodeConfig(strategy=strategy, beam_size=3, max_tokens=7)
+
+    result = run(model, random_sources(16, seed=7), config,
+                 generator=torch.Generator().manual_seed(0))
+
+    assert_well_formed(result)
+    assert result.tokens.size(1) == config.max_tokens + 1
+    assert all(len(reply) == config.max_tokens for reply in result.to_lists())
+
+
+def test_sampling_is_reproducible_with_a_seeded_generator():
+    model = small_model()
+    sources = random_sources(8, seed=8)
+    config = DecodeConfig(strategy="sample")
+
+    def sample(seed: int) -> DecodeResult:
+        return run(model, sources, config, generator=torch.Generator().manual_seed(seed))
+
+    first, again, other = sample(0), sample(0), sample(1)
+
+    assert torch.equal(first.tokens, again.tokens)
+    assert torch.equal(first.scores, again.scores)
+    assert not torch.equal(first.tokens, other.tokens)
+    assert_well_formed(first)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"top_k": 1}, {"temperature": 1e-4}, {"top_p": 1e-6}],
+    ids=["top_k=1", "tiny-temperature", "tiny-top_p"],
+)
+def test_sampling_collapses_to_greedy(overrides):
+    model = small_model()
+    sources = random_sources(8, seed=9)
+    config = DecodeConfig(strategy="sample", **overrides)
+
+    sampled = run(model, sources, config, generator=torch.Generator().manual_seed(0))
+    greedy = run(model, sources, DecodeConfig(strategy="greedy"))
+
+    assert torch.equal(sampled.tokens, greedy.tokens)
+    assert torch.allclose(sampled.scores, greedy.scores)
+
+
+def test_num_samples_gives_k_rows_per_input_in_input_major_order():
+    model = small_model()
+    sources = random_sources(3, seed=10)
+    K = 4
+
+    samples = run(model, sources, DecodeConfig(strategy="sample"), num_samples=K,
+                  generator=torch.Generator().manual_seed(0))
+    near_greedy = run(model, sources, DecodeConfig(strategy="sample", temperature=1e-4),
+                      num_samples=K, generator=torch.Generator().manual_seed(0))
+    greedy = run(model, sources, DecodeConfig(strategy="greedy")).to_lists()
+
+    assert samples.tokens.size(0) == len(sources) * K
+    assert len({tuple(reply) for reply in samples.to_lists()[:K]}) > 1  # independent draws
+    assert near_greedy.to_lists() == [reply for reply in greedy for _ in range(K)]
+
+
+def test_generate_returns_reply_ids_without_specials_and_keeps_training_mode():
+    model = small_model().train()
+    sources = [[5, 6, 7], [], [8]]
+
+    replies = generate(model, sources, DecodeConfig(strategy="beam", beam_size=2))
+
+    assert model.training
+    assert len(replies) == len(sources)
+    assert all(reply and not {PAD_ID, BOS_ID, EOS_ID} & set(reply) for reply in replies)
+
+
+def test_make_strategy_rejects_samples_without_sampling():
+    with pytest.raises(ValueError, match="num_samples"):
+        make_strategy(DecodeConfig(strategy="greedy"), num_samples=4)
+    assert isinstance(make_strategy(DecodeConfig(strategy="beam")), BeamSearch)

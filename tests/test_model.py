@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlchat.batching import make_batch
+from rlchat.config import ModelConfig
+from rlchat.model import Seq2Seq
+
+V = 40
+
+
+def tiny_model(**overrides) -> Seq2Seq:
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=V, embedding_dim=12, hidden_size=16, dropout=0.0)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return Seq2Seq(config).eval()
+
+
+def random_examples(n: int, seed: int = 0) -> tuple[list[list[int]], list[list[int]]]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, 9, (2, n), generator=g)
+    sources = [torch.randint(5, V, (int(k),), generator=g).tolist() for k in lengths[0]]
+    replies = [torch.randint(5, V, (int(k),), generator=g).tolist() for k in lengths[1]]
+    return sources, replies
+
+
+def logits_of(model: Seq2Seq, sources, replies) -> torch.Tensor:
+    batch = make_batch(sources, replies)
+    with torch.no_grad():
+        return model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_mask)
+
+
+def test_logits_cover_only_real_target_positions():
+    model = tiny_model()
+    sources, replies = random_examples(6)
+    logits = logits_of(model, sources, replies)
+    assert logits.shape == (sum(len(r) + 1 for r in replies), V)
+
+
+@pytest.mark.parametrize("attention", ["dot", "general", "concat"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("input_feeding", [False, True])
+def test_padding_never_changes_a_result(attention, bidirectional, input_feeding):
+    model = tiny_model(
+        attention=attention, bidirectional=bidirectional, input_feeding=input_feeding, layers=2
+    )
+    sources, replies = random_examples(7, seed=1)
+    batched = logits_of(model, sources, replies)
+    alone = torch.cat([logits_of(model, [s], [r]) for s, r in zip(sources, replies, strict=True)])
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_whole_sequence_decoder_equals_the_step_by_step_decoder():
+    model = tiny_model()
+    sources, replies = random_examples(5, seed=2)
+    batch = make_batch(sources, replies)
+    with torch.no_grad():
+        fast = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_mask)
+        state = model.start(batch.src, batch.src_lengths)
+        slow = model._stepwise_logits(batch.tgt_in, batch.tgt_mask, state, 1.0, None)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+
+
+def test_scheduled_sampling_feeds_predictions_and_is_seeded():
+    model = tiny_model()
+    sources, replies = random_examples(8, seed=3)
+    batch = make_batch(sources, replies)
+    with torch.no_grad():
+        gold = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_mask)
+        args = (batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_mask)
+        a = model(*args, teacher_forcing=0.0, generator=torch.Generator().manual_seed(1))
+        b = model(*args, teacher_forcing=0.5, generator=torch.Generator().manual_seed(1))
+        c = model(*args, teacher_forcing=0.5, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(a, gold)
+    torch.testing.assert_close(b, c)
+
+
+def test_tied_embeddings_share_one_tensor():
+    model = tiny_model(tie_embeddings=True)
+    assert model.decoder.out.weight is model.encoder.embedding.weight
+    untied = tiny_model(tie_embeddings=False)
+    assert untied.decoder.out.weight is not untied.encoder.embedding.weight
+
+
+def test_unknown_attention_is_refused():
+    with pytest.raises(ValueError, match="unknown attention"):
+        tiny_model(attention="bahdanau")
