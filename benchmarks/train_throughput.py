@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from rlchat.batching import bucketed_batches, make_batch
+from rlchat.batching import bucketed_batches
 from rlchat.config import CrossEntropyConfig, DataConfig, ModelConfig, TokenizerConfig
 from rlchat.corpus import load_corpus
 from rlchat.dataset import prepare_dataset
@@ -103,13 +103,12 @@ def measure(corpus, tokenizer_config, model_config, batch_size, teacher_forcing,
     start = None
     for i, indices in enumerate(batches):
         chunk = [examples[j] for j in indices]
-        batch = make_batch([e.source for e in chunk], [e.reply for e in chunk])
         if i == 5:  # warm-up steps excluded
             start = time.perf_counter()
-        trainer.train_step(batch, total_steps=len(batches))
+        trainer.train_step(chunk, total_steps=len(batches))
         if start is not None:
-            pairs += batch.size
-            tokens += batch.target_tokens
+            pairs += len(chunk)
+            tokens += sum(len(e.reply) + 1 for e in chunk)
             flops += 3 * sum(
                 forward_flops(model_config, len(e.source), len(e.reply) + 1) for e in chunk
             )

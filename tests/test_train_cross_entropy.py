@@ -48,11 +48,11 @@ def test_training_lowers_validation_loss_and_changes_parameters(tmp_path, comedy
     before = evaluate_loss(trainer.model, trainer.valid_examples, trainer.device)["loss"]
     summary = trainer.fit(progress=False)
     assert summary["steps"] == 250
-    assert summary["valid_loss"] < before - 1.0
+    assert summary["valid"]["valid/loss"] < before - 1.0
     assert any(not torch.equal(a, b) for a, b in zip(before_params, trainer.model.parameters()))
     assert (tmp_path / "best" / "model.safetensors").is_file()
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert any("valid/loss" in r for r in records) and any("train/loss" in r for r in records)
+    assert any("valid/loss" in r for r in records) and any("ce/loss" in r for r in records)
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, comedy):
@@ -62,21 +62,17 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, comedy
     straight.fit(progress=False)
 
     interrupted = make_trainer(tmp_path / "b", dataset, config, n_train=1200)
-    original_step = interrupted.train_step
 
-    def step_then_stop(batch, total_steps):
-        loss = original_step(batch, total_steps)
-        if interrupted.state.step == 43:  # mid-epoch, between checkpoints
-            interrupted.stop_requested = True
-        return loss
+    def stop_at_step_43(trainer):  # mid-epoch, between checkpoints: as a Ctrl-C would
+        trainer.stop_requested = trainer.state.step == 43
 
-    interrupted.train_step = step_then_stop
+    interrupted.on_step = stop_at_step_43
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit(progress=False)
 
     resumed = make_trainer(tmp_path / "b", dataset, config, n_train=1200)
     assert resumed.resume()
-    assert resumed.state.step == 44
+    assert resumed.state.step == 43
     resumed.fit(progress=False)
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
@@ -89,7 +85,7 @@ def test_same_seed_same_numbers(tmp_path, comedy):
     config = CrossEntropyConfig(batch_size=32, max_steps=30)
     first = make_trainer(tmp_path / "a", dataset, config).fit(progress=False)
     second = make_trainer(tmp_path / "b", dataset, config).fit(progress=False)
-    assert first["valid_loss"] == second["valid_loss"]
+    assert first["valid"] == second["valid"]
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_good_one(tmp_path, comedy):

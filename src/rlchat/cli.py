@@ -287,7 +287,8 @@ def train_ce(
         fail(str(error))
     console.print(
         f"Trained {summary['steps']} steps ({summary['epochs']} epochs): validation loss "
-        f"{summary['valid_loss']:.3f}, perplexity {summary['valid_perplexity']:.1f}, "
+        f"{summary['valid']['valid/loss']:.3f}, perplexity "
+        f"{summary['valid']['valid/perplexity']:.1f}, "
         f"{summary['pairs_per_s']:.0f} pairs/s. Run: [bold]{resume or out}[/]"
     )
 

@@ -101,8 +101,8 @@ class DecodeConfig:
 
 
 @dataclass
-class CrossEntropyConfig:
-    """Teacher-forced maximum-likelihood training."""
+class LoopConfig:
+    """What every training stage shares: batches, optimiser, budget, validation, checkpoints."""
 
     batch_size: int = field(default=64, metadata={"help": "pairs per step"})
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
@@ -113,9 +113,6 @@ class CrossEntropyConfig:
     )
     warmup_steps: int = field(default=100, metadata={"help": "linear warm-up steps"})
     grad_clip: float = field(default=5.0, metadata={"help": "max gradient norm (0 = off)"})
-    label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
-    # Ratio < 1 is scheduled sampling (Bengio et al. 2015); it forces a step-by-step decoder.
-    teacher_forcing: float = field(default=1.0, metadata={"help": "share of gold decoder inputs"})
     epochs: int = field(default=10, metadata={"help": "passes over the training pairs"})
     max_steps: int = field(default=0, metadata={"help": "stop after this many steps (0 = no cap)"})
     max_minutes: float = field(default=0.0, metadata={"help": "stop after this time (0 = no cap)"})
@@ -127,3 +124,55 @@ class CrossEntropyConfig:
     )
     keep_checkpoints: int = field(default=2, metadata={"help": "resumable checkpoints kept"})
     seed: int = field(default=0, metadata={"help": "seed of weights, batches and dropout"})
+
+
+@dataclass
+class CrossEntropyConfig(LoopConfig):
+    """Teacher-forced maximum-likelihood training."""
+
+    label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
+    # Ratio < 1 is scheduled sampling (Bengio et al. 2015); it forces a step-by-step decoder.
+    teacher_forcing: float = field(default=1.0, metadata={"help": "share of gold decoder inputs"})
+
+
+DEFAULT_REWARD = "bleu=1.0,dull=0.5,repeat=0.5"
+
+
+@dataclass
+class RLConfig(LoopConfig):
+    """Self-critical sequence training (Rennie et al. 2016, arXiv:1612.00563)."""
+
+    batch_size: int = field(default=32, metadata={"help": "inputs per step (each sampled K times)"})
+    # A small rate: RL starts from a good CE model and must not wreck its language.
+    lr: float = field(default=1e-4, metadata={"help": "peak learning rate"})
+    warmup_steps: int = field(default=0, metadata={"help": "linear warm-up steps"})
+    schedule: Literal["constant", "cosine", "plateau"] = field(
+        default="constant", metadata={"help": "lr schedule after warm-up"}
+    )
+    epochs: int = field(default=1, metadata={"help": "passes over the training pairs"})
+    eval_every: int = field(default=100, metadata={"help": "validate every N steps (0 = per epoch)"})
+    max_eval_pairs: int = field(default=500, metadata={"help": "cap on validation pairs"})
+    patience: int = field(default=0, metadata={"help": "stop after N evals without improvement"})
+    checkpoint_every: int = field(
+        default=100, metadata={"help": "save resumable state every N steps"}
+    )
+    samples: int = field(default=4, metadata={"help": "K sampled replies per input"})
+    baseline: Literal["greedy", "mean"] = field(
+        default="greedy",
+        metadata={"help": "greedy reply (SCST) or mean of the other samples (leave-one-out)"},
+    )
+    reward: str = field(
+        default=DEFAULT_REWARD, metadata={"help": "weighted rewards, e.g. bleu=1,dull=0.5"}
+    )
+    ce_weight: float = field(
+        default=0.0, metadata={"help": "weight of cross-entropy on references (against drift)"}
+    )
+    entropy_bonus: float = field(default=0.0, metadata={"help": "weight of the entropy bonus"})
+    length_normalise: bool = field(
+        default=False, metadata={"help": "divide a sample's log-prob by its length"}
+    )
+    skip_solved: bool = field(
+        default=False, metadata={"help": "skip inputs whose greedy reward is already maximal"}
+    )
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    max_tokens: int = field(default=20, metadata={"help": "longest sampled reply"})

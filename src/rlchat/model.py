@@ -221,10 +221,17 @@ class Seq2Seq(nn.Module):
         padding before the output layer saves the largest matmul of training.
         """
         state = self.start(src, src_lengths)
-        if teacher_forcing >= 1.0 and not self.config.input_feeding:
-            attentional = self.decoder.teacher_forced(tgt_in, state)  # (B, T, H)
-            return self.decoder.logits(attentional[tgt_mask])  # (N, V)
+        if teacher_forcing >= 1.0:
+            return self.target_logits(state, tgt_in, tgt_mask)
         return self._stepwise_logits(tgt_in, tgt_mask, state, teacher_forcing, generator)
+
+    def target_logits(self, state: DecoderState, tgt_in: Tensor, tgt_mask: Tensor) -> Tensor:
+        """Teacher-forced logits (N, V) from an encoded state; lets callers encode once and
+        score several targets per input (the K samples of RL)."""
+        if self.config.input_feeding:
+            return self._stepwise_logits(tgt_in, tgt_mask, state, 1.0, None)
+        attentional = self.decoder.teacher_forced(tgt_in, state)  # (B, T, H)
+        return self.decoder.logits(attentional[tgt_mask])  # (N, V)
 
     def _stepwise_logits(
         self,

@@ -242,7 +242,9 @@ def parse_reward_spec(spec: str) -> dict[str, float]:
     for part in spec.split(","):
         name, equals, value = (s.strip() for s in part.partition("="))
         if not equals or not name or not value:
-            raise ValueError(f"reward spec part {part.strip()!r} is not NAME=WEIGHT (known: {known})")
+            raise ValueError(
+                f"reward spec part {part.strip()!r} is not NAME=WEIGHT (known: {known})"
+            )
         if name not in REWARD_NAMES:
             raise ValueError(f"unknown reward {name!r} in {part.strip()!r}; known: {known}")
         if name in weights:

@@ -1,0 +1,269 @@
+"""The training loop written once: epochs of bucketed batches, budget, validation, checkpoints,
+resume and Ctrl-C. Each stage (cross-entropy, SCST) supplies its step and its validation."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from rlchat.batching import bucketed_batches
+from rlchat.checkpoint import (
+    capture_rng,
+    flatten_optimizer,
+    load_bundle,
+    load_weights,
+    restore_rng,
+    save_bundle,
+    unflatten_optimizer,
+)
+from rlchat.config import LoopConfig
+from rlchat.dataset import Example
+from rlchat.model import Seq2Seq
+from rlchat.train.loop import Budget, MetricsLog, RunDir, stop_on_interrupt
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint so a resumed run continues exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_score: float = math.inf  # lower is better (a loss, or minus a reward)
+    evals_without_improvement: int = 0
+    lr_scale: float = 1.0
+    stopped_early: bool = False
+
+
+def learning_rate(config: LoopConfig, state: TrainState, total_steps: int) -> float:
+    """Linear warm-up, then constant, cosine decay, or plateau halving (via lr_scale)."""
+    warmup = min(1.0, (state.step + 1) / max(1, config.warmup_steps))
+    lr = config.lr * warmup * state.lr_scale
+    if config.schedule == "cosine" and total_steps > 0:
+        progress = min(1.0, state.step / total_steps)
+        lr *= 0.5 * (1.0 + math.cos(math.pi * progress))
+    return lr
+
+
+def build_optimizer(model: torch.nn.Module, config: LoopConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=config.lr)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; full precision on CPU, where it is both exact and fastest here."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Trainer:
+    """Base trainer. Subclasses implement ``loss(examples)`` and ``evaluate()``."""
+
+    stage = "train"
+
+    def __init__(
+        self,
+        *,
+        run: RunDir,
+        run_config: dict[str, Any],
+        tokenizer_json: str,
+        model: Seq2Seq,
+        train_examples: list[Example],
+        valid_examples: list[Example],
+        config: LoopConfig,
+        device: torch.device,
+        tensorboard: bool = True,
+    ) -> None:
+        self.run = run
+        self.run_config = run_config
+        self.tokenizer_json = tokenizer_json
+        self.model = model.to(device)
+        self.train_examples = train_examples
+        self.valid_examples = valid_examples[: config.max_eval_pairs]
+        self.config = config
+        self.device = device
+        self.optimizer = build_optimizer(self.model, config)
+        self.state = TrainState()
+        self.metrics = MetricsLog(run, tensorboard=tensorboard)
+        self.lengths = [(len(e.reply), len(e.source)) for e in train_examples]
+        self.batches_per_epoch = math.ceil(len(train_examples) / config.batch_size)
+        self.stop_requested = False
+        self.on_step: Callable[[Trainer], None] | None = None
+
+    # --- what a stage supplies -------------------------------------------------------------
+
+    def loss(self, examples: list[Example]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss to minimise on one batch and the figures to log (slash-namespaced)."""
+        raise NotImplementedError
+
+    def evaluate(self) -> tuple[float, dict[str, float]]:
+        """(score, figures) on validation; lower score is better."""
+        raise NotImplementedError
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    def bundle_config(self) -> dict[str, Any]:
+        return {**self.run_config, "train_state": asdict(self.state)}
+
+    def save_checkpoint(self) -> None:
+        optimizer_tensors, optimizer_meta = flatten_optimizer(self.optimizer)
+        rng_tensors, rng_meta = capture_rng()
+        save_bundle(
+            self.run.step_path(self.state.step),
+            model=self.model,
+            config=self.bundle_config(),
+            tokenizer_json=self.tokenizer_json,
+            state={"train": asdict(self.state), "optimizer": optimizer_meta, "rng": rng_meta},
+            state_tensors={**optimizer_tensors, **rng_tensors},
+        )
+        self.run.prune(self.config.keep_checkpoints)
+
+    def save_best(self) -> None:
+        save_bundle(
+            self.run.best_path,
+            model=self.model,
+            config=self.bundle_config(),
+            tokenizer_json=self.tokenizer_json,
+        )
+
+    def resume(self) -> bool:
+        """Continue from the newest good checkpoint; False when there is none."""
+        path = self.run.latest_good_checkpoint()
+        if path is None:
+            return False
+        bundle = load_bundle(path, with_state=True)
+        load_weights(self.model, {k: v.to(self.device) for k, v in bundle.weights.items()})
+        self.optimizer.load_state_dict(
+            unflatten_optimizer(bundle.state_tensors, bundle.state["optimizer"])
+        )
+        self.state = TrainState(**bundle.state["train"])
+        restore_rng(bundle.state_tensors, bundle.state["rng"])
+        self.metrics.truncate_after(self.state.step)
+        logger.info("resumed from %s (step %d, epoch %d)", path, self.state.step, self.state.epoch)
+        return True
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        seed = self.config.seed * 10007 + epoch
+        return bucketed_batches(self.lengths, self.config.batch_size, seed=seed)
+
+    def train_step(self, examples: list[Example], total_steps: int) -> dict[str, float]:
+        lr = learning_rate(self.config, self.state, total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss, figures = self.loss(examples)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        return {**figures, f"{self.stage}/lr": lr}
+
+    def validate(self) -> dict[str, float]:
+        """Validation figures; tracks the best model, the plateau schedule and early stopping."""
+        score, figures = self.evaluate()
+        if score < self.state.best_score - 1e-4:
+            self.state.best_score = score
+            self.state.evals_without_improvement = 0
+            self.save_best()
+        else:
+            self.state.evals_without_improvement += 1
+            if self.config.schedule == "plateau":
+                # Halve the rate when validation stalls (a cheap, robust schedule for LSTMs).
+                self.state.lr_scale *= 0.5
+            patience = self.config.patience
+            if patience and self.state.evals_without_improvement >= patience:
+                self.state.stopped_early = True
+        self.metrics.log(self.state.step, figures)
+        return figures
+
+    def fit(self, *, progress: bool = True) -> dict[str, Any]:
+        """Train until the budget or early stopping; returns a summary of the run."""
+        config = self.config
+        budget = Budget(config.epochs, config.max_steps, config.max_minutes)
+        total_steps = config.max_steps or config.epochs * self.batches_per_epoch
+        bar = tqdm(
+            total=total_steps,
+            initial=self.state.step,
+            disable=not progress,
+            unit="step",
+            dynamic_ncols=True,
+            desc=f"train {self.stage}",
+        )
+        self.pairs_done, self.started = 0, time.perf_counter()
+        try:
+            with stop_on_interrupt(self):
+                last_valid = self._train_until_done(budget, bar, total_steps)
+        except KeyboardInterrupt:
+            # Ctrl-C lands between steps: keep the work done; `--resume` continues from here.
+            bar.close()
+            self.save_checkpoint()
+            self.metrics.close()
+            logger.warning(
+                "interrupted at step %d; checkpoint saved, continue with --resume", self.state.step
+            )
+            raise
+        bar.close()
+        if not last_valid or (config.eval_every and self.state.step % config.eval_every):
+            last_valid = self.validate()
+        self.save_checkpoint()
+        self.metrics.close()
+        return {
+            "steps": self.state.step,
+            "epochs": self.state.epoch,
+            "valid": last_valid,
+            "best_score": self.state.best_score,
+            "stopped_early": self.state.stopped_early,
+            "pairs_per_s": self.pairs_done / max(1e-9, time.perf_counter() - self.started),
+        }
+
+    def _train_until_done(self, budget: Budget, bar: tqdm, total_steps: int) -> dict[str, float]:
+        config = self.config
+        last_valid: dict[str, float] = {}
+        while not budget.done(self.state.step, self.state.epoch) and not self.state.stopped_early:
+            batches = self.epoch_batches(self.state.epoch)
+            for indices in batches[self.state.batch_in_epoch :]:
+                self.model.train()
+                figures = self.train_step([self.train_examples[i] for i in indices], total_steps)
+                self.state.step += 1
+                self.state.batch_in_epoch += 1
+                self.pairs_done += len(indices)
+                pairs_per_s = self.pairs_done / (time.perf_counter() - self.started)
+                figures[f"{self.stage}/pairs_per_s"] = pairs_per_s
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{figures[f'{self.stage}/loss']:.3f}",
+                    pairs_s=f"{pairs_per_s:.0f}",
+                    epoch=self.state.epoch,
+                )
+                if self.state.step % 20 == 0:
+                    self.metrics.log(self.state.step, figures)
+                if config.eval_every and self.state.step % config.eval_every == 0:
+                    last_valid = self.validate()
+                if self.state.step % config.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if self.on_step is not None:
+                    self.on_step(self)
+                if self.stop_requested:
+                    raise KeyboardInterrupt
+                if budget.done(self.state.step, self.state.epoch) or self.state.stopped_early:
+                    break
+            else:
+                self.state.epoch += 1
+                self.state.batch_in_epoch = 0
+                if not config.eval_every:
+                    last_valid = self.validate()
+        return last_valid

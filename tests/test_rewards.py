@@ -1,0 +1,286 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+from rlchat.batching import encode_inputs, make_batch
+from rlchat.config import ModelConfig
+from rlchat.model import Seq2Seq
+from rlchat.tokenizer import BOS_ID, EOS_ID
+from rlchat.train.rewards import (
+    REWARD_NAMES,
+    RewardFunction,
+    bleu2,
+    coherence,
+    dull_penalty,
+    parse_reward_spec,
+    repeat_penalty,
+    sequence_log_likelihood,
+)
+
+VOCAB = 30
+DULL = [[10, 11, 12], [10, 13]]
+
+
+def nltk_bleu2(hypothesis, references) -> float:
+    return sentence_bleu(
+        references, hypothesis, weights=(0.5, 0.5), smoothing_function=SmoothingFunction().method1
+    )
+
+
+def tiny_model(seed: int = 0, **overrides) -> Seq2Seq:
+    torch.manual_seed(seed)
+    config = ModelConfig(vocab_size=VOCAB, embedding_dim=8, hidden_size=16, dropout=0.0)
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    return Seq2Seq(config)
+
+
+def step_by_step_log_likelihood(model: Seq2Seq, source: list[int], target: list[int]) -> float:
+    """Mean log-prob of target + <eos>, one decoder step at a time, teacher-forced."""
+    src, lengths = encode_inputs([source])
+    with torch.no_grad():
+        state = model.start(src, lengths)
+        tokens = torch.tensor([BOS_ID])
+        total = 0.0
+        for gold in [*target, EOS_ID]:
+            log_probs, state = model.step_log_probs(tokens, state)
+            total += log_probs[0, gold].item()
+            tokens = torch.tensor([gold])
+    return total / (len(target) + 1)
+
+
+def random_pairs(count: int, seed: int) -> tuple[list[list[int]], list[list[int]]]:
+    rng = random.Random(seed)
+
+    def sequence(shortest: int) -> list[int]:
+        return [rng.randrange(5, VOCAB) for _ in range(rng.randint(shortest, 7))]
+
+    return [sequence(0) for _ in range(count)], [sequence(0) for _ in range(count)]
+
+
+# --------------------------------------------------------------------------- bleu2
+
+
+@pytest.mark.parametrize("alphabet", [list(range(5)), ["a", "b", "c", "d", "e"]])
+def test_bleu2_equals_nltk_on_random_sets(alphabet):
+    rng = random.Random(1)
+
+    def sentence() -> list:
+        return [rng.choice(alphabet) for _ in range(rng.randint(0, 12))]
+
+    hypotheses = [sentence() for _ in range(500)]
+    references = [[sentence() for _ in range(rng.randint(1, 3))] for _ in range(500)]
+    ours = bleu2(hypotheses, references)
+    for score, hypothesis, refs in zip(ours, hypotheses, references, strict=True):
+        assert score == pytest.approx(nltk_bleu2(hypothesis, refs), abs=1e-9, rel=0)
+
+
+@pytest.mark.parametrize(
+    ("hypothesis", "references"),
+    [
+        ([], [["a", "b"]]),  # empty hypothesis: 0
+        (["a"], [["a"]]),  # one token: the bigram precision is smoothed, not undefined
+        (["a"], [["b", "a", "c"]]),  # one token, shorter than the reference
+        (["x", "y"], [["a", "b"]]),  # no match at all: 0
+        (["a", "b"], [[], ["a", "b", "c"]]),  # an empty reference among others
+        (["a", "b", "c"], [["a", "b"], ["a", "b", "c", "d"]]),  # tie in closest length
+        (["a", "a", "a", "a"], [["a", "a"]]),  # clipping
+    ],
+)
+def test_bleu2_equals_nltk_on_edge_cases(hypothesis, references):
+    assert bleu2([hypothesis], [references])[0] == pytest.approx(
+        nltk_bleu2(hypothesis, references), abs=1e-12, rel=0
+    )
+
+
+def test_bleu2_is_one_for_an_exact_match_and_zero_without_overlap():
+    assert bleu2([[1, 2, 3]], [[[1, 2, 3]]]) == [1.0]
+    assert bleu2([[1, 2, 3]], [[[4, 5, 6]]]) == [0.0]
+
+
+def test_bleu2_needs_a_reference_per_hypothesis():
+    with pytest.raises(ValueError, match="reference"):
+        bleu2([[1, 2]], [])
+    with pytest.raises(ValueError, match="at least one reference"):
+        bleu2([[1, 2]], [[]])
+
+
+# --------------------------------------------------------------------------- repeat_penalty
+
+
+def test_repeat_penalty_punishes_a_loop_more_than_a_varied_reply():
+    source = "where are you going ?".split()
+    looped, varied = "gonna gonna gonna".split(), "i am gonna leave".split()
+    loop_score, varied_score = repeat_penalty([looped, varied], [source, source])
+    assert loop_score == pytest.approx(-0.5)  # one of the two bigrams repeats
+    assert varied_score == 0.0
+    longer_loop = repeat_penalty([["gonna"] * 6], [source])[0]
+    assert longer_loop < loop_score
+
+
+def test_repeat_penalty_punishes_an_echo_of_the_input():
+    source = "do you want to come with me ?".split()
+    echo, half_echo, answer = (
+        list(source),
+        "you want to come ? no".split(),
+        "no , i am staying here".split(),
+    )
+    scores = repeat_penalty([echo, half_echo, answer], [source] * 3)
+    assert scores[0] == -1.0
+    assert -1.0 < scores[1] < 0.0
+    assert scores[2] == 0.0
+
+
+def test_repeat_penalty_allows_a_few_common_tokens():
+    reply = "the man and the dog , the end".split()  # "the" three times: one beyond two
+    (score,) = repeat_penalty([reply], [["hello"]])
+    assert score == pytest.approx(-1 / len(reply))
+    assert repeat_penalty([reply], [["hello"]], max_token_count=3) == [0.0]
+
+
+def test_repeat_penalty_stays_in_range_and_zero_for_empty_replies():
+    rng = random.Random(0)
+    hypotheses = [[rng.randrange(4) for _ in range(rng.randint(0, 10))] for _ in range(300)]
+    sources = [[rng.randrange(4) for _ in range(rng.randint(0, 10))] for _ in range(300)]
+    scores = repeat_penalty(hypotheses, sources)
+    assert all(-1.0 <= s <= 0.0 for s in scores)
+    assert repeat_penalty([[]], [[1, 2]]) == [0.0]
+
+
+# --------------------------------------------------------------------------- model rewards
+
+
+@pytest.mark.parametrize("input_feeding", [False, True])
+def test_sequence_log_likelihood_matches_step_by_step_decoding(input_feeding):
+    model = tiny_model(input_feeding=input_feeding)
+    sources, targets = random_pairs(12, seed=input_feeding)
+    batched = sequence_log_likelihood(model, sources, targets, "cpu", batch_size=5)
+    manual = [step_by_step_log_likelihood(model, s, t) for s, t in zip(sources, targets)]
+    assert batched.shape == (12,)
+    assert batched.tolist() == pytest.approx(manual, abs=1e-5)
+
+
+def test_sequence_log_likelihood_batched_equals_one_at_a_time():
+    model = tiny_model()
+    sources, targets = random_pairs(20, seed=3)
+    batched = sequence_log_likelihood(model, sources, targets, "cpu", batch_size=512)
+    single = torch.cat(
+        [sequence_log_likelihood(model, [s], [t], "cpu") for s, t in zip(sources, targets)]
+    )
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)
+
+
+def test_sequence_log_likelihood_scores_without_dropout_and_restores_the_mode():
+    model = tiny_model(dropout=0.5)
+    model.train()
+    sources, targets = random_pairs(6, seed=4)
+    first = sequence_log_likelihood(model, sources, targets, "cpu")
+    second = sequence_log_likelihood(model, sources, targets, "cpu")
+    assert model.training
+    torch.testing.assert_close(first, second)
+
+
+def test_dull_penalty_is_minus_the_mean_log_likelihood_of_the_dull_replies():
+    model = tiny_model()
+    candidates = [[5, 6, 7], [8], []]
+    scores = dull_penalty(model, candidates, DULL, "cpu")
+    for candidate, score in zip(candidates, scores, strict=True):
+        log_likelihood = sequence_log_likelihood(model, [candidate] * len(DULL), DULL, "cpu")
+        assert score == pytest.approx(-log_likelihood.mean().item(), abs=1e-6)
+    assert all(s > 0 for s in scores)  # log-probabilities are negative
+
+
+def test_dull_penalty_rewards_a_candidate_after_which_dull_replies_are_unlikely():
+    model = tiny_model(seed=1)
+    invites_dull, invites_other = [5, 6, 7], [8, 9]
+    batch = make_batch([invites_dull, invites_other], [DULL[0], [20, 21, 22]])
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(25):
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_mask)
+        loss = F.cross_entropy(logits, batch.tgt_out[batch.tgt_mask])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after_dull, after_other = dull_penalty(model, [invites_dull, invites_other], DULL[:1], "cpu")
+    assert after_other > after_dull + 0.5  # nats per token
+
+
+def test_coherence_is_the_log_likelihood_of_the_reply_given_the_source():
+    model = tiny_model()
+    sources, replies = random_pairs(4, seed=5)
+    expected = [step_by_step_log_likelihood(model, s, r) for s, r in zip(sources, replies)]
+    assert coherence(model, sources, replies, "cpu") == pytest.approx(expected, abs=1e-5)
+
+
+# --------------------------------------------------------------------------- combination
+
+
+def test_parse_reward_spec_reads_names_and_weights():
+    assert parse_reward_spec("bleu=1.0, dull=0.5 ,repeat=0.2") == {
+        "bleu": 1.0,
+        "dull": 0.5,
+        "repeat": 0.2,
+    }
+    assert parse_reward_spec("coherence=-1e-1") == {"coherence": -0.1}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("bleu=1,fun=2", "unknown reward 'fun'.*bleu, dull, repeat, coherence"),
+        ("bleu", "'bleu' is not NAME=WEIGHT"),
+        ("bleu=1,", "'' is not NAME=WEIGHT"),
+        ("", "not NAME=WEIGHT"),
+        ("=1", "'=1' is not NAME=WEIGHT"),
+        ("bleu=high", "weight 'high' of reward 'bleu' is not a number"),
+        ("bleu=nan", "must be finite"),
+        ("bleu=1,bleu=2", "given twice"),
+    ],
+)
+def test_parse_reward_spec_names_the_bad_part(spec, message):
+    with pytest.raises(ValueError, match=message):
+        parse_reward_spec(spec)
+
+
+def test_reward_function_sums_weighted_components_and_reports_their_means():
+    model = tiny_model()
+    weights = {"bleu": 1.0, "repeat": 0.5, "dull": 0.1, "coherence": 0.2}
+    reward = RewardFunction(weights, model=model, dull_replies=DULL)
+    replies = [[5, 6, 7], [9, 9, 9, 9], [5, 6]]
+    sources = [[8, 9], [9, 9, 9, 9], [7]]
+    references = [[[5, 6, 7]], [[10, 11], [12]], [[5, 8]]]
+    total, means = reward(replies, sources, references)
+    parts = {
+        "bleu": bleu2(replies, references),
+        "repeat": repeat_penalty(replies, sources),
+        "dull": dull_penalty(model, replies, DULL, "cpu"),
+        "coherence": coherence(model, sources, replies, "cpu"),
+    }
+    expected = [sum(weights[k] * parts[k][i] for k in weights) for i in range(len(replies))]
+    assert total.shape == (3,) and total.dtype == torch.float32
+    assert total.tolist() == pytest.approx(expected, abs=1e-5)
+    assert set(means) == {f"reward/{name}" for name in REWARD_NAMES} | {"reward/total"}
+    assert means["reward/bleu"] == pytest.approx(sum(parts["bleu"]) / 3)
+    assert means["reward/total"] == pytest.approx(sum(expected) / 3, abs=1e-5)
+
+
+def test_reward_function_without_model_rewards_needs_no_model():
+    total, means = RewardFunction({"bleu": 2.0})([[1, 2]], [[3]], [[[1, 2]]])
+    assert total.tolist() == [2.0]
+    assert means == {"reward/bleu": 1.0, "reward/total": 2.0}
+
+
+def test_reward_function_checks_its_configuration():
+    with pytest.raises(ValueError, match="need a frozen model"):
+        RewardFunction({"bleu": 1.0, "dull": 1.0})
+    with pytest.raises(ValueError, match="dull replies"):
+        RewardFunction({"dull": 1.0}, model=tiny_model())
+    with pytest.raises(ValueError, match="unknown rewards"):
+        RewardFunction({"fun": 1.0})
+    with pytest.raises(ValueError, match="no reward"):
+        RewardFunction({})
