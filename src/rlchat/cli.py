@@ -22,6 +22,7 @@ from rlchat.config import (
     DataConfig,
     DecodeConfig,
     ModelConfig,
+    RLConfig,
     TokenizerConfig,
 )
 
@@ -290,6 +291,49 @@ def train_ce(
         f"{summary['valid']['valid/loss']:.3f}, perplexity "
         f"{summary['valid']['valid/perplexity']:.1f}, "
         f"{summary['pairs_per_s']:.0f} pairs/s. Run: [bold]{resume or out}[/]"
+    )
+
+
+@train_app.command("rl")
+@config_options(RLConfig)
+def train_rl(
+    rl: RLConfig,
+    init: Annotated[
+        Path | None, typer.Option(help="The cross-entropy run to start from (its split is kept).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Run directory to create.")] = Path("runs/rl"),
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the RL run in this directory.")
+    ] = None,
+    corpus: CorpusOption = None,
+    device: DeviceOption = "auto",
+    progress: ProgressOption = True,
+) -> None:
+    """Fine-tune a cross-entropy bot with self-critical sequence training (SCST)."""
+    from rlchat.checkpoint import CheckpointError
+    from rlchat.train.loop import RunError
+    from rlchat.train.scst import train_rl as run_rl
+
+    if init is None and resume is None:
+        fail("--init RUN (a cross-entropy run) is required, or --resume an RL run")
+    loaded = open_corpus(corpus)
+    try:
+        summary = run_rl(
+            init=init,
+            out=resume or out,
+            corpus=loaded,
+            rl_config=rl,
+            resume=resume is not None,
+            device=device,
+            progress=progress,
+        )
+    except (RunError, CheckpointError, ValueError) as error:
+        fail(str(error))
+    valid = summary["valid"]
+    console.print(
+        f"RL trained {summary['steps']} steps: validation reward {valid['valid/reward']:.3f}, "
+        f"BLEU-2 {valid['valid/bleu2']:.4f}, {summary['pairs_per_s']:.1f} pairs/s. "
+        f"Run: [bold]{resume or out}[/]"
     )
 
 

@@ -315,8 +315,8 @@ class RewardFunction:
         replies: Sequence[Sequence[int]],
         sources: Sequence[Sequence[int]],
         references: Sequence[Sequence[Sequence[int]]],
-    ) -> tuple[Tensor, dict[str, float]]:
-        """Total reward (B,) float32 on `device`, and ``{"reward/NAME": mean}`` for logging.
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Total reward (B,) float32 on `device`, and each component (B,) unweighted.
 
         replies[i] is a sampled reply to sources[i]; references[i] its reference replies.
         """
@@ -324,14 +324,11 @@ class RewardFunction:
             raise ValueError(
                 f"{len(replies)} replies, {len(sources)} sources, {len(references)} references"
             )
-        scores = self.components(replies, sources, references)
+        scores = {
+            name: torch.tensor(values, device=self.device)
+            for name, values in self.components(replies, sources, references).items()
+        }
         total = torch.zeros(len(replies), device=self.device)
         for name, values in scores.items():
-            total += self.weights[name] * torch.tensor(values, device=self.device)
-        means = {f"reward/{name}": _mean(values) for name, values in scores.items()}
-        means["reward/total"] = _mean(total.tolist())
-        return total, means
-
-
-def _mean(values: Sequence[float]) -> float:
-    return math.fsum(values) / len(values) if values else 0.0
+            total += self.weights[name] * values
+        return total, scores

@@ -1,0 +1,268 @@
+"""Self-critical sequence training (SCST) for the chatbot.
+
+Rennie et al., "Self-critical Sequence Training for Image Captioning", 2016,
+https://arxiv.org/abs/1612.00563: REINFORCE (Williams 1992) whose baseline is the reward of
+the model's own greedy reply, so only samples that beat what the model would say anyway are
+reinforced. Rewards follow Li et al. 2016, https://arxiv.org/abs/1606.01541.
+
+One step, all batched: greedy replies and K samples per input are decoded without gradient,
+scored, then one teacher-forced pass over the samples gives their log-probs with gradient.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlchat import __version__
+from rlchat.batching import encode_inputs, make_batch
+from rlchat.checkpoint import load_bundle, load_weights
+from rlchat.config import (
+    DataConfig,
+    DecodeConfig,
+    ModelConfig,
+    RLConfig,
+    TokenizerConfig,
+    from_dict,
+    to_dict,
+)
+from rlchat.corpus import Corpus
+from rlchat.dataset import Example, prepare_dataset
+from rlchat.decoding import DecodeResult, decode
+from rlchat.metrics import mean_bleu2
+from rlchat.model import Seq2Seq
+from rlchat.tokenizer import BOS_ID, ChatTokenizer
+from rlchat.train.cross_entropy import token_loss
+from rlchat.train.loop import RunDir, RunError, check_writable, pick_device, seed_everything
+from rlchat.train.rewards import DULL_REPLIES, RewardFunction, parse_reward_spec
+from rlchat.train.trainer import Trainer, autocast
+
+logger = logging.getLogger(__name__)
+
+References = dict[tuple[int, ...], list[list[int]]]
+
+
+def collect_references(examples: list[Example]) -> References:
+    """All replies of each distinct input: a source said several times has several answers."""
+    references: References = defaultdict(list)
+    for example in examples:
+        references[tuple(example.source)].append(example.reply)
+    return dict(references)
+
+
+def sample_log_probs(
+    model: Seq2Seq, src: torch.Tensor, src_lengths: torch.Tensor, samples: DecodeResult, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Log-probs with gradient of K sampled replies per input, from one encoder pass.
+
+    Returns per-sample summed log-prob (R,), per-sample token count (R,), and the mean
+    entropy of the policy over the sampled positions (scalar). R = B * K, input-major.
+    """
+    state = model.start(src, src_lengths)
+    rows = torch.arange(src.size(0), device=src.device).repeat_interleave(k)  # (R,)
+    state = state.index_select(rows)
+    tokens, lengths = samples.tokens, samples.lengths  # (R, L), (R,)
+    bos = torch.full_like(tokens[:, :1], BOS_ID)
+    tgt_in = torch.cat([bos, tokens[:, :-1]], dim=1)  # (R, L)
+    mask = torch.arange(tokens.size(1), device=tokens.device) < lengths.unsqueeze(1)  # (R, L)
+    logits = model.target_logits(state, tgt_in, mask).float()  # (N, V)
+    log_probs = torch.log_softmax(logits, dim=-1)
+    token_log_probs = log_probs.gather(1, tokens[mask].unsqueeze(1)).squeeze(1)  # (N,)
+    row_of_token = mask.nonzero()[:, 0]  # (N,)
+    sequence = torch.zeros(tokens.size(0), device=tokens.device).index_add(
+        0, row_of_token, token_log_probs
+    )  # (R,)
+    entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
+    return sequence, lengths.float(), entropy
+
+
+class SCSTTrainer(Trainer):
+    """REINFORCE with a self-critical (greedy) or leave-one-out baseline."""
+
+    stage = "rl"
+    config: RLConfig
+
+    def __init__(self, *, reward: RewardFunction, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.reward = reward
+        self.train_references = collect_references(self.train_examples)
+        self.valid_references = collect_references(self.valid_examples)
+        self.greedy = DecodeConfig(
+            strategy="greedy", max_tokens=self.config.max_tokens, no_repeat_ngram=0
+        )
+        # Pure samples from the policy (no repeat blocking): the log-probs scored below must
+        # be those of the distribution that produced the samples.
+        self.sampling = DecodeConfig(
+            strategy="sample",
+            temperature=self.config.temperature,
+            max_tokens=self.config.max_tokens,
+            no_repeat_ngram=0,
+        )
+
+    def loss(self, examples: list[Example]) -> tuple[torch.Tensor, dict[str, float]]:
+        config, model, k = self.config, self.model, self.config.samples
+        # Dropout off: the policy that samples must be the policy whose log-probs are scored.
+        model.eval()
+        sources = [e.source for e in examples]
+        references = [self.train_references[tuple(s)] for s in sources]
+        src, src_lengths = (t.to(self.device) for t in encode_inputs(sources))
+        with torch.no_grad(), autocast(self.device):
+            greedy = decode(model, src, src_lengths, self.greedy)
+            samples = decode(model, src, src_lengths, self.sampling, num_samples=k)
+        sample_ids = samples.to_lists()
+        repeated_sources = [s for s in sources for _ in range(k)]
+        repeated_refs = [r for r in references for _ in range(k)]
+        sample_reward, parts = self.reward(sample_ids, repeated_sources, repeated_refs)
+        greedy_reward, greedy_parts = self.reward(greedy.to_lists(), sources, references)
+        sample_reward = sample_reward.to(self.device).view(-1, k)  # (B, K)
+        greedy_reward = greedy_reward.to(self.device)  # (B,)
+
+        if config.baseline == "greedy":
+            # SCST: the greedy reply's reward is the baseline (Rennie et al. eq. 8).
+            baseline = greedy_reward.unsqueeze(1).expand_as(sample_reward)
+        else:
+            # Leave-one-out: the mean reward of the other K-1 samples of the same input.
+            baseline = (sample_reward.sum(1, keepdim=True) - sample_reward) / max(1, k - 1)
+        advantage = sample_reward - baseline  # (B, K)
+        if config.skip_solved and "bleu" in greedy_parts:
+            # As the textbook did: inputs whose greedy reply already matches are left alone.
+            solved = greedy_parts["bleu"].to(self.device) >= 1.0 - 1e-9
+            advantage = advantage.masked_fill(solved.unsqueeze(1), 0.0)
+
+        with autocast(self.device):
+            log_prob, lengths, entropy = sample_log_probs(model, src, src_lengths, samples, k)
+        if config.length_normalise:
+            log_prob = log_prob / lengths
+        # REINFORCE: minimise -A * log p(sample); the advantage carries no gradient.
+        loss = -(advantage.detach().reshape(-1) * log_prob).mean()
+        figures: dict[str, float] = {}
+        if config.entropy_bonus:
+            loss = loss - config.entropy_bonus * entropy
+        if config.ce_weight:
+            # Mixed objective: cross-entropy on the references keeps the language from drifting.
+            batch = make_batch(sources, [e.reply for e in examples]).to(self.device)
+            model.train()
+            with autocast(self.device):
+                ce = token_loss(model, batch)
+            loss = loss + config.ce_weight * ce
+            figures["rl/ce_loss"] = ce.item()
+        figures |= {
+            "rl/loss": loss.item(),
+            "rl/reward_sample": sample_reward.mean().item(),
+            "rl/reward_greedy": greedy_reward.mean().item(),
+            "rl/advantage_abs": advantage.abs().mean().item(),
+            "rl/entropy": entropy.item(),
+            "rl/sample_length": lengths.mean().item(),
+            **{f"reward/{name}": values.mean().item() for name, values in parts.items()},
+        }
+        return loss, figures
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, dict[str, float]]:
+        """Mean reward of greedy replies on validation (higher is better, so minus is the score)."""
+        self.model.eval()
+        rewards, bleus, parts_sum = [], [], defaultdict(float)
+        for start in range(0, len(self.valid_examples), 256):
+            chunk = self.valid_examples[start : start + 256]
+            sources = [e.source for e in chunk]
+            references = [self.valid_references[tuple(s)] for s in sources]
+            src, src_lengths = (t.to(self.device) for t in encode_inputs(sources))
+            with autocast(self.device):
+                replies = decode(self.model, src, src_lengths, self.greedy).to_lists()
+            reward, parts = self.reward(replies, sources, references)
+            rewards.append(reward)
+            bleus.append(torch.tensor(mean_bleu2(replies, references)) * len(chunk))
+            for name, values in parts.items():
+                parts_sum[name] += float(values.sum())
+        n = max(1, len(self.valid_examples))
+        mean_reward = float(torch.cat(rewards).mean()) if rewards else 0.0
+        figures = {
+            "valid/reward": mean_reward,
+            "valid/bleu2": float(sum(bleus)) / n,
+            **{f"valid/reward_{name}": total / n for name, total in parts_sum.items()},
+        }
+        return -mean_reward, figures
+
+
+def load_policy(init: Path, device: torch.device) -> tuple[Seq2Seq, dict[str, Any], str]:
+    """The CE run's best model, its bundle config and tokenizer JSON."""
+    bundle = load_bundle(RunDir(init).model_path())
+    model = Seq2Seq(from_dict(ModelConfig, bundle.config["model"]))
+    load_weights(model, bundle.weights)
+    return model.to(device), bundle.config, bundle.tokenizer_json
+
+
+def train_rl(
+    *,
+    init: Path | None,
+    out: Path,
+    corpus: Corpus,
+    rl_config: RLConfig,
+    resume: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    tensorboard: bool = True,
+) -> dict[str, Any]:
+    """Start RL from a CE run (``init``) or resume an RL run; the data split is the CE run's."""
+    run = RunDir(Path(out))
+    if resume:
+        saved = run.read_config()
+        init = Path(saved["init"])
+        rl_config = from_dict(RLConfig, saved["rl"])
+    elif run.exists():
+        raise RunError(f"{run.path} already holds a run; pass --resume or pick another --out")
+    if init is None:
+        raise RunError("--init RUN (a cross-entropy run) is required")
+    spec = parse_reward_spec(rl_config.reward)
+    check_writable(run.path)
+    torch_device = pick_device(device)
+    policy, ce_config, tokenizer_json = load_policy(init, torch_device)
+    tokenizer = ChatTokenizer.from_json(tokenizer_json)
+    data_config = from_dict(DataConfig, ce_config["data"])
+    tokenizer_config = from_dict(TokenizerConfig, ce_config["tokenizer"])
+    dataset = prepare_dataset(corpus, data_config, tokenizer_config, tokenizer=tokenizer)
+    run_config = {
+        "stage": "rl",
+        "rlchat_version": __version__,
+        "init": str(init),
+        "data": to_dict(data_config),
+        "tokenizer": to_dict(tokenizer_config),
+        "model": ce_config["model"],
+        "rl": to_dict(rl_config),
+    }
+    if not resume:
+        run.write_config(run_config)
+        tokenizer.save(run.tokenizer_path)
+    # The frozen CE model judges dullness and coherence; the policy must not grade itself.
+    judge = copy.deepcopy(policy).eval().requires_grad_(False)
+    reward = RewardFunction(
+        spec,
+        model=judge,
+        dull_replies=tokenizer.encode_batch(list(DULL_REPLIES)),
+        device=torch_device,
+    )
+    seed_everything(rl_config.seed)
+    trainer = SCSTTrainer(
+        reward=reward,
+        run=run,
+        run_config=run_config,
+        tokenizer_json=tokenizer_json,
+        model=policy,
+        train_examples=dataset.splits["train"].examples,
+        valid_examples=dataset.splits["valid"].examples,
+        config=replace(rl_config),
+        device=torch_device,
+        tensorboard=tensorboard,
+    )
+    if resume and not trainer.resume():
+        logger.info("no checkpoint in %s yet; starting from the CE weights", run.path)
+    if not resume or trainer.state.step == 0:
+        # The CE start is the first point of every curve and the model to beat.
+        trainer.validate()
+    return trainer.fit(progress=progress)
