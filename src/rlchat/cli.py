@@ -337,6 +337,99 @@ def train_rl(
     )
 
 
+# --- evaluation ----------------------------------------------------------------------------
+
+
+@app.command("eval")
+@config_options(DecodeConfig)
+def evaluate(
+    decode: DecodeConfig,
+    runs: Annotated[list[Path], typer.Argument(help="Run directories; the first is the baseline.")],
+    split: Annotated[str, typer.Option(help="Held-out split: test or valid.")] = "test",
+    genre: GenreOption = None,
+    reward: Annotated[
+        str | None, typer.Option(help="Reward spec (default: the RL run's own reward).")
+    ] = None,
+    max_pairs: Annotated[int, typer.Option(help="Evaluate at most this many pairs (0 = all).")] = 0,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
+    corpus: CorpusOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON result here.")] = None,
+    device: DeviceOption = "auto",
+) -> None:
+    """Evaluate runs side by side on the same held-out pairs, with bootstrap intervals."""
+    from rlchat.checkpoint import atomic_write_text
+    from rlchat.dataset import prepare_dataset
+    from rlchat.evaluation import evaluate_runs
+    from rlchat.report import evaluation_markdown
+
+    if split not in ("test", "valid"):
+        fail(f"--split must be test or valid, got {split!r}")
+    bots = [load_bot(run, device) for run in runs]
+    loaded = open_corpus(corpus)
+    data_config = bots[0].data_config
+    if genre:
+        data_config.genres = checked_genres(loaded, genre)
+    with console.status("Preparing held-out pairs", spinner="dots"):
+        dataset = prepare_dataset(
+            loaded, data_config, bots[0].tokenizer_config, tokenizer=bots[0].tokenizer
+        )
+    splits = {name: [e.pair for e in data.examples] for name, data in dataset.splits.items()}
+    try:
+        result = evaluate_runs(
+            bots,
+            splits,
+            split=split,
+            decode=decode,
+            reward_spec=reward,
+            max_pairs=max_pairs,
+            resamples=resamples,
+        )
+    except ValueError as error:
+        fail(str(error))
+    if out is not None:
+        atomic_write_text(out, json.dumps(result, indent=2))
+    if as_json:
+        print(json.dumps(result, indent=2))
+    elif markdown:
+        print(evaluation_markdown(result))
+    else:
+        print_evaluation(result)
+
+
+def print_evaluation(result: dict) -> None:
+    from rlchat.evaluation import HIGHER_IS_BETTER
+
+    runs = result["runs"]
+    table = Table(
+        title=f"{result['split']} split · {', '.join(result['genres']) or 'all genres'} · "
+        f"{result['pairs']:,} pairs"
+    )
+    table.add_column("metric")
+    for run in runs:
+        table.add_column(f"{run['name']} ({run['stage']})", justify="right")
+    for metric, higher in HIGHER_IS_BETTER.items():
+        if all(metric in run["metrics"] for run in runs):
+            arrow = "↑" if higher else "↓"
+            table.add_row(f"{metric} {arrow}", *(f"{run['metrics'][metric]:.4f}" for run in runs))
+    console.print(table)
+    if result["comparisons"]:
+        diffs = Table(title="Paired bootstrap: run − baseline, 95% interval")
+        for column in ("run", "metric", "difference", "interval", ""):
+            diffs.add_column(column, justify="right" if column else "left")
+        for row in result["comparisons"]:
+            significant = row["low"] > 0 or row["high"] < 0
+            diffs.add_row(
+                f"{row['run']} − {row['baseline']}",
+                row["metric"],
+                f"{row['diff']:+.4f}",
+                f"[{row['low']:+.4f}, {row['high']:+.4f}]",
+                "significant" if significant else "",
+            )
+        console.print(diffs)
+
+
 # --- talking to a bot ----------------------------------------------------------------------
 
 

@@ -1,0 +1,377 @@
+"""A report of one or more runs: training curves (PNG), evaluation tables and sample replies.
+
+``write_report`` turns run directories into ``report.md`` plus the files it embeds, so a
+comparison of a cross-entropy run with its RL fine-tune can be read without TensorBoard.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from rlchat.chatbot import Chatbot
+from rlchat.checkpoint import CheckpointError, atomic_write_text
+from rlchat.config import DecodeConfig
+from rlchat.train.loop import RunDir, RunError, read_metrics
+
+logger = logging.getLogger(__name__)
+
+# Short, context-free openers: what a person types first, and where dull replies show most.
+EVERYDAY_PROMPTS = (
+    "hi",
+    "how are you?",
+    "what's your name?",
+    "where are you going?",
+    "i love you",
+    "do you want to go out tonight?",
+    "what happened?",
+    "who are you?",
+    "are you crazy?",
+    "goodbye",
+)
+
+CE_PLOT = "training_ce.png"
+RL_PLOT = "training_rl.png"
+REWARDS_PLOT = "rewards.png"
+SAMPLES_FILE = "samples.md"
+REPORT_FILE = "report.md"
+
+# Rows of the evaluation table, in reading order; metrics not listed here follow them.
+METRIC_ORDER = (
+    "reward",
+    "bleu2",
+    "sacrebleu",
+    "perplexity",
+    "distinct1",
+    "distinct2",
+    "length",
+    "dull_rate",
+    "repetition_rate",
+    "selfplay_turns",
+)
+# Most metrics are fractions (3 decimals); these live on larger scales.
+METRIC_FORMATS = {"perplexity": ".1f", "sacrebleu": ".2f", "length": ".2f", "selfplay_turns": ".2f"}
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+# --- run data --------------------------------------------------------------------------------
+
+
+@dataclass
+class RunCurves:
+    """What the plots need from a run directory: its name, stage, genres and metric records."""
+
+    name: str
+    stage: str
+    genres: list[str]
+    records: list[dict[str, Any]]
+
+    @classmethod
+    def read(cls, path: Path) -> RunCurves:
+        run = RunDir(Path(path))
+        config = run.read_config()
+        return cls(
+            name=run.path.name,
+            stage=config.get("stage", "ce"),
+            genres=list(config.get("data", {}).get("genres", [])),
+            records=read_metrics(run.metrics_path),
+        )
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        """Steps and values of one metric, skipping records without it or with NaN/inf."""
+        points = [
+            (record["step"], float(record[key]))
+            for record in self.records
+            if isinstance(record.get(key), int | float) and math.isfinite(record[key])
+        ]
+        return [step for step, _ in points], [value for _, value in points]
+
+    def metric_names(self) -> set[str]:
+        return {key for record in self.records for key in record}
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.stage})"
+
+
+# --- plots -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One axes: each (metric key, line label) is drawn once per run, runs told apart by colour."""
+
+    title: str
+    lines: tuple[tuple[str, str], ...]
+    log_y: bool = False
+
+
+def ce_panels() -> list[Panel]:
+    return [
+        Panel("train loss (cross-entropy)", (("ce/loss", "train"),)),
+        # Log scale: the first validations sit orders of magnitude above the later ones.
+        Panel("validation perplexity", (("valid/perplexity", "valid"),), log_y=True),
+    ]
+
+
+def rl_panels() -> list[Panel]:
+    return [
+        # SCST learns from the gap between these two (Rennie et al. 2016, eq. 9).
+        Panel(
+            "train reward",
+            (("rl/reward_sample", "sample"), ("rl/reward_greedy", "greedy")),
+        ),
+        Panel("validation reward", (("valid/reward", "valid"),)),
+        Panel("validation BLEU-2", (("valid/bleu2", "valid"),)),
+    ]
+
+
+def reward_panels(runs: Sequence[RunCurves]) -> list[Panel]:
+    """One panel per reward component, the training mean beside its validation mean."""
+    keys = {key for run in runs for key in run.metric_names() if key.startswith("reward/")}
+    names = sorted(key.removeprefix("reward/") for key in keys)
+    return [
+        Panel(f"reward: {name}", ((f"reward/{name}", "train"), (f"valid/reward_{name}", "valid")))
+        for name in names
+    ]
+
+
+def _has_data(panel: Panel, runs: Sequence[RunCurves]) -> bool:
+    return any(run.series(key)[0] for run in runs for key, _ in panel.lines)
+
+
+def _draw_panel(axes: Any, panel: Panel, runs: Sequence[RunCurves]) -> None:
+    for colour, run in enumerate(runs):
+        for style, (key, line_label) in zip(LINE_STYLES, panel.lines, strict=False):
+            steps, values = run.series(key)
+            if not steps:
+                continue
+            label = run.name if len(panel.lines) == 1 else f"{run.name} {line_label}"
+            axes.plot(steps, values, linestyle=style, color=f"C{colour}", label=label)
+    axes.set_title(panel.title)
+    axes.set_xlabel("step")
+    if panel.log_y:
+        axes.set_yscale("log")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+
+
+def render_panels(panels: Sequence[Panel], runs: Sequence[RunCurves]) -> bytes | None:
+    """A PNG of the panels that have data, in a grid of up to three columns; None if none has."""
+    panels = [panel for panel in panels if _has_data(panel, runs)]
+    if not panels:
+        return None
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    # The object API with an explicit Agg canvas: no pyplot state, no display needed.
+    figure = Figure(figsize=(4.5 * columns, 3.5 * rows), layout="constrained")
+    FigureCanvasAgg(figure)
+    for index, panel in enumerate(panels):
+        _draw_panel(figure.add_subplot(rows, columns, index + 1), panel, runs)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+# --- markdown --------------------------------------------------------------------------------
+
+
+def _cell(text: Any) -> str:
+    """A markdown table cell: one line, pipes escaped, control characters made visible.
+
+    An undertrained byte-level model can emit any byte; a raw control character would break
+    the table or the terminal showing it.
+    """
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return "".join(char if char.isprintable() else "\ufffd" for char in text)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "---") -> str:
+    """A markdown table; ``align`` is the separator of every column after the first."""
+    lines = [
+        "| " + " | ".join(_cell(h) for h in header) + " |",
+        "|---|" + "|".join(align for _ in header[1:]) + "|",
+    ]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _format_metric(name: str, value: Any) -> str:
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return "—"
+    return format(value, METRIC_FORMATS.get(name, ".3f"))
+
+
+def is_significant(comparison: dict[str, Any]) -> bool:
+    """The 95% interval excludes 0: the difference is unlikely to be resampling noise."""
+    return comparison["low"] > 0 or comparison["high"] < 0
+
+
+def _metric_rows(evaluation: dict[str, Any]) -> list[str]:
+    present = {name for run in evaluation.get("runs", []) for name in run.get("metrics", {})}
+    ordered = [name for name in METRIC_ORDER if name in present]
+    return ordered + sorted(present - set(ordered))
+
+
+def _comparison_table(comparisons: Sequence[dict[str, Any]]) -> str:
+    rows = []
+    for c in comparisons:
+        mark = "*" if is_significant(c) else ""
+        diff = format(c["diff"], "+.4f")
+        rows.append(
+            [
+                c["run"],
+                c["baseline"],
+                c["metric"],
+                f"**{diff}**" if mark else diff,
+                f"[{c['low']:+.4f}, {c['high']:+.4f}]",
+                mark or " ",
+            ]
+        )
+    header = ["run", "baseline", "metric", "difference", "95% interval", "excludes 0"]
+    note = "`*`: the 95% bootstrap interval of the difference (run − baseline) excludes 0."
+    return markdown_table(header, rows) + "\n\n" + note
+
+
+def evaluation_markdown(evaluation: dict[str, Any]) -> str:
+    """Metrics as rows, runs as columns, then the paired differences with their 95% intervals."""
+    runs = evaluation.get("runs", [])
+    genres = ", ".join(evaluation.get("genres", [])) or "all genres"
+    parts = [
+        f"Split **{evaluation.get('split', '?')}**, {genres}, "
+        f"{evaluation.get('pairs', '?')} pairs.",
+        markdown_table(
+            ["metric", *(f"{run['name']} ({run.get('stage', '?')})" for run in runs)],
+            [
+                [name, *(_format_metric(name, run["metrics"].get(name)) for run in runs)]
+                for name in _metric_rows(evaluation)
+            ],
+            align="---:",
+        ),
+    ]
+    if evaluation.get("comparisons"):
+        parts.append(_comparison_table(evaluation["comparisons"]))
+    return "\n\n".join(parts)
+
+
+def describe_decode(config: DecodeConfig) -> str:
+    """The decoding settings that shape the replies, so samples can be reproduced."""
+    specific = {
+        "greedy": (),
+        "beam": ("beam_size", "length_penalty"),
+        "sample": ("temperature", "top_k", "top_p"),
+    }[config.strategy]
+    fields = [*specific, "max_tokens", "no_repeat_ngram"]
+    return f"{config.strategy} (" + ", ".join(f"{f}={getattr(config, f)}" for f in fields) + ")"
+
+
+def samples_markdown(
+    runs: Sequence[RunCurves], replies: Sequence[Sequence[str]], decode: DecodeConfig
+) -> str:
+    """The everyday prompts, one row each, with every run's reply side by side."""
+    # An empty reply is a finding (the model emitted <eos> first); show it, not a blank.
+    rows = [
+        [prompt, *(run_replies[index] or "∅" for run_replies in replies)]
+        for index, prompt in enumerate(EVERYDAY_PROMPTS)
+    ]
+    table = markdown_table(["prompt", *(run.label for run in runs)], rows)
+    return f"Decoding: {describe_decode(decode)}.\n\n{table}"
+
+
+def runs_markdown(runs: Sequence[RunCurves]) -> str:
+    rows = [
+        [
+            run.name,
+            run.stage,
+            ", ".join(run.genres) or "all",
+            max((record["step"] for record in run.records), default=0),
+        ]
+        for run in runs
+    ]
+    return markdown_table(["run", "stage", "genres", "last step"], rows)
+
+
+# --- samples ---------------------------------------------------------------------------------
+
+
+def everyday_replies(path: Path, decode: DecodeConfig) -> list[str]:
+    """One batched decode of the everyday prompts; a run without a usable model says so."""
+    try:
+        bot = Chatbot.load(path)
+    except (RunError, CheckpointError) as error:
+        logger.warning("no samples for %s: %s", path, error)
+        return ["(no model)"] * len(EVERYDAY_PROMPTS)
+    return bot.reply_batch(list(EVERYDAY_PROMPTS), config=decode)
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Bytes twin of ``atomic_write_text``: readers never see half a PNG."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_plots(runs: Sequence[RunCurves], out: Path) -> list[tuple[str, str]]:
+    """The plots that have data, written to ``out``; returns (section title, file name) of each."""
+    figures = [
+        ("Cross-entropy training", CE_PLOT, ce_panels()),
+        ("Self-critical RL training", RL_PLOT, rl_panels()),
+        ("Reward components", REWARDS_PLOT, reward_panels(runs)),
+    ]
+    written = []
+    for title, name, panels in figures:
+        png = render_panels(panels, runs)
+        if png is None:
+            logger.info("no data for %s; not drawn", name)
+            (out / name).unlink(missing_ok=True)  # a stale plot from an earlier report would lie
+            continue
+        _atomic_write_bytes(out / name, png)
+        written.append((title, name))
+    return written
+
+
+def write_report(
+    runs: list[Path],
+    out: Path,
+    evaluation: dict | None = None,
+    decode: DecodeConfig | None = None,
+) -> Path:
+    """Write plots, ``samples.md`` and ``report.md`` (which embeds them) to ``out``; returns
+    the path of ``report.md``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    decode = decode or DecodeConfig()
+    curves = [RunCurves.read(path) for path in runs]
+    plots = write_plots(curves, out)
+    samples = samples_markdown(curves, [everyday_replies(p, decode) for p in runs], decode)
+    atomic_write_text(out / SAMPLES_FILE, f"# Everyday prompts\n\n{samples}\n")
+    sections = ["# rlchat report", "## Runs", runs_markdown(curves)]
+    if plots:
+        sections.append("## Training")
+        for title, name in plots:
+            sections += [f"### {title}", f"![{title}]({name})"]
+    if evaluation is not None:
+        sections += ["## Evaluation", evaluation_markdown(evaluation)]
+    sections += ["## Everyday prompts", samples]
+    path = out / REPORT_FILE
+    atomic_write_text(path, "\n\n".join(sections) + "\n")
+    logger.info("report written to %s", path)
+    return path
