@@ -62,6 +62,8 @@ METRIC_ORDER = (
 # Most metrics are fractions (3 decimals); these live on larger scales.
 METRIC_FORMATS = {"perplexity": ".1f", "sacrebleu": ".2f", "length": ".2f", "selfplay_turns": ".2f"}
 LINE_STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "v")
+SPARSE_POINTS = 50
 
 
 # --- run data --------------------------------------------------------------------------------
@@ -152,12 +154,16 @@ def _has_data(panel: Panel, runs: Sequence[RunCurves]) -> bool:
 
 def _draw_panel(axes: Any, panel: Panel, runs: Sequence[RunCurves]) -> None:
     for colour, run in enumerate(runs):
-        for style, (key, line_label) in zip(LINE_STYLES, panel.lines, strict=False):
+        for style, point, (key, line_label) in zip(LINE_STYLES, MARKERS, panel.lines, strict=False):
             steps, values = run.series(key)
             if not steps:
                 continue
             label = run.name if len(panel.lines) == 1 else f"{run.name} {line_label}"
-            axes.plot(steps, values, linestyle=style, color=f"C{colour}", label=label)
+            # Validation runs rarely: without markers a one-point series would not show at all.
+            marker = point if len(steps) <= SPARSE_POINTS else None
+            axes.plot(
+                steps, values, linestyle=style, marker=marker, color=f"C{colour}", label=label
+            )
     axes.set_title(panel.title)
     axes.set_xlabel("step")
     if panel.log_y:

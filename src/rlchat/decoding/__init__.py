@@ -4,7 +4,7 @@ from rlchat.decoding.base import DecodeResult, DecodeStrategy
 from rlchat.decoding.beam import BeamSearch
 from rlchat.decoding.greedy import GreedySearch
 from rlchat.decoding.loop import decode, generate, make_strategy
-from rlchat.decoding.sampling import Sampling
+from rlchat.decoding.sampling import Sampling, SelfCriticalSampling
 
 __all__ = [
     "BeamSearch",
@@ -12,6 +12,7 @@ __all__ = [
     "DecodeStrategy",
     "GreedySearch",
     "Sampling",
+    "SelfCriticalSampling",
     "decode",
     "generate",
     "make_strategy",

@@ -31,6 +31,16 @@ class DecodeResult:
     lengths: Tensor  # (R,) long, real tokens including the <eos>
     scores: Tensor  # (R,) float: summed log-probs, or the length-penalised score for beams
 
+    def select(self, index: Tensor) -> DecodeResult:
+        """Rows ``index`` (R',) only, trimmed to their longest."""
+        lengths = self.lengths.index_select(0, index)
+        longest = int(lengths.max()) if lengths.numel() else 0
+        return DecodeResult(
+            tokens=self.tokens.index_select(0, index)[:, :longest],
+            lengths=lengths,
+            scores=self.scores.index_select(0, index),
+        )
+
     def to_lists(self) -> list[list[int]]:
         """The reply ids of every row, without <eos> and padding."""
         return [

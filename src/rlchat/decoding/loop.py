@@ -43,14 +43,16 @@ def decode(
     *,
     generator: torch.Generator | None = None,
     num_samples: int = 1,
+    strategy: DecodeStrategy | None = None,
 ) -> DecodeResult:
     """Replies to a padded batch: src (B, S), src_lengths (B,) -> R rows.
 
     R is B, except with ``num_samples`` K > 1 (sampling only): B * K rows, row i * K + k
-    being sample k of input i. Runs as the caller set the model up: put it in eval mode, and
-    under ``torch.inference_mode()`` unless gradients are wanted.
+    being sample k of input i. A ready ``strategy`` overrides config and num_samples. Runs as
+    the caller set the model up: put it in eval mode, and under ``torch.inference_mode()``
+    unless gradients are wanted.
     """
-    strategy = make_strategy(config, num_samples=num_samples, generator=generator)
+    strategy = strategy or make_strategy(config, num_samples=num_samples, generator=generator)
     index = strategy.initialize(src.size(0), src.device)  # (R,)
     state = model.start(src, src_lengths).index_select(index)
     tokens = torch.full_like(index, BOS_ID)  # (R,)

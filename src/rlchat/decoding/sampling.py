@@ -63,5 +63,37 @@ class Sampling(GreedySearch):
             top_k=self.config.top_k,
             top_p=self.config.top_p,
         )
-        probs = logits.softmax(dim=-1)  # (R, V)
-        return torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+        return gumbel_argmax(logits, self.generator)
+
+
+class SelfCriticalSampling(Sampling):
+    """K samples plus the greedy reply of every input, in one decoding pass.
+
+    Rows are input-major with K + 1 rows per input: row i * (K + 1) is input i's greedy
+    reply, the K after it its samples. SCST needs both; one pass encodes and steps once.
+    """
+
+    def __init__(
+        self, config: DecodeConfig, num_samples: int, generator: torch.Generator | None = None
+    ) -> None:
+        super().__init__(config, num_samples=num_samples + 1, generator=generator)
+        self.num_samples = num_samples
+
+    def choose(self, log_probs: Tensor) -> Tensor:
+        sampled = super().choose(log_probs)  # (R,)
+        greedy_row = (
+            torch.arange(log_probs.size(0), device=log_probs.device) % (self.num_samples + 1) == 0
+        )
+        return torch.where(greedy_row, log_probs.argmax(dim=-1), sampled)
+
+
+def gumbel_argmax(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One draw per row from softmax(logits) (R, V) -> (R,), by the Gumbel-max trick.
+
+    argmax(logits + Gumbel noise) is an exact sample and much faster on a CPU than
+    torch.multinomial over a large vocabulary; -inf logits are never drawn.
+    """
+    uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
+    # Clamp away from 0 so -log(-log(u)) stays finite.
+    uniform = uniform.clamp_(min=torch.finfo(uniform.dtype).tiny)
+    return (logits - torch.log(-torch.log(uniform))).argmax(dim=-1)

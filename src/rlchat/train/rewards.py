@@ -10,15 +10,16 @@ Shapes: B pairs scored, C candidates, D dull replies, N real target tokens, V vo
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-from rlchat.batching import make_batch
-from rlchat.model import Seq2Seq
+from rlchat.batching import encode_inputs, make_batch
+from rlchat.model import DecoderState, Seq2Seq
 
 Token = Hashable  # a token id or a word: BLEU and the repeat penalty only compare tokens
 
@@ -155,6 +156,34 @@ def repeat_penalty(
 # --------------------------------------------------------------------------- model rewards
 
 
+def _mean_target_log_prob(
+    model: Seq2Seq, state: DecoderState, targets: Sequence[Sequence[int]], device: torch.device
+) -> Tensor:
+    """Mean per-token log p(target + <eos>) for each row of an encoded state -> (R,)."""
+    batch = make_batch([[]] * len(targets), targets).to(device)
+    logits = model.target_logits(state, batch.tgt_in, batch.tgt_mask)  # (N, V)
+    gold = batch.tgt_out[batch.tgt_mask]  # (N,)
+    token_log_probs = torch.log_softmax(logits.float(), dim=-1).gather(1, gold.unsqueeze(1))
+    # Row of every real target token, in the same row-major order as the logits.
+    row_of_token = batch.tgt_mask.nonzero()[:, 0]  # (N,)
+    sums = torch.zeros(len(targets), device=device).index_add_(
+        0, row_of_token, token_log_probs.squeeze(1)
+    )  # (R,)
+    return sums / batch.tgt_mask.sum(dim=1)  # reply length + 1 for <eos>
+
+
+@contextlib.contextmanager
+def _frozen(model: Seq2Seq) -> Iterator[None]:
+    """Eval mode (no dropout) and no gradient; the model's mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
 def sequence_log_likelihood(
     model: Seq2Seq,
     sources: Sequence[Sequence[int]],
@@ -164,37 +193,21 @@ def sequence_log_likelihood(
 ) -> Tensor:
     """Mean per-token log p(target | source), <eos> included, for each pair -> (B,) float32.
 
-    Teacher-forced and without gradient; the model is scored in eval mode (no dropout) and put
-    back in the mode it was in. Pairs are sorted by length before batching, so each batch holds
-    little padding; the result is in the order of the inputs, on `device`.
+    Teacher-forced and without gradient, in eval mode. Pairs are sorted by length before
+    batching, so each batch holds little padding; the result is in the order of the inputs.
     """
     if len(sources) != len(targets):
         raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
+    device = torch.device(device)
     order = sorted(range(len(targets)), key=lambda i: (len(targets[i]), len(sources[i])))
     result = torch.empty(len(targets), device=device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
-                batch = make_batch([sources[i] for i in rows], [targets[i] for i in rows])
-                batch = batch.to(device)
-                logits = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_mask)  # (N, V)
-                gold = batch.tgt_out[batch.tgt_mask]  # (N,)
-                token_log_probs = (
-                    torch.log_softmax(logits.float(), dim=-1).gather(1, gold.unsqueeze(1))
-                ).squeeze(1)  # (N,)
-                # Row of every real target token, in the same row-major order as the logits.
-                row_of_token = torch.arange(len(rows), device=device).unsqueeze(1)
-                row_of_token = row_of_token.expand_as(batch.tgt_mask)[batch.tgt_mask]  # (N,)
-                sums = torch.zeros(len(rows), device=device).index_add_(
-                    0, row_of_token, token_log_probs
-                )  # (b,)
-                lengths = batch.tgt_mask.sum(dim=1)  # (b,) reply length + 1 for <eos>
-                result[torch.as_tensor(rows, device=device)] = sums / lengths
-    finally:
-        model.train(was_training)
+    with _frozen(model):
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            src, src_lengths = encode_inputs([sources[i] for i in rows])
+            state = model.start(src.to(device), src_lengths)
+            values = _mean_target_log_prob(model, state, [targets[i] for i in rows], device)
+            result[torch.as_tensor(rows, device=device)] = values
     return result
 
 
@@ -207,16 +220,26 @@ def dull_penalty(
     """Ease of answering, Li et al. 2016 eq. 1: r = -1/|S| sum_s 1/N_s log p(s | candidate).
 
     Each candidate is the model's INPUT and each dull reply s in S the target, so the reward is
-    high when a dull answer is unlikely to follow the candidate. All C x D pairs are scored in
-    one `sequence_log_likelihood` call.
+    high when a dull answer is unlikely to follow the candidate. Each candidate is encoded
+    once and its state shared by the |S| dull replies.
     """
     if not dull_replies:
         raise ValueError("dull_penalty needs at least one dull reply")
-    C, D = len(candidates), len(dull_replies)
-    sources = [candidate for candidate in candidates for _ in range(D)]  # candidate-major
-    targets = [dull for _ in range(C) for dull in dull_replies]
-    log_likelihood = sequence_log_likelihood(model, sources, targets, device).view(C, D)
-    return (-log_likelihood.mean(dim=1)).tolist()
+    device = torch.device(device)
+    # Samples repeat (several draws of "i don't know."): score each distinct candidate once.
+    distinct = list(dict.fromkeys(tuple(c) for c in candidates))
+    position = {candidate: i for i, candidate in enumerate(distinct)}
+    C, D = len(distinct), len(dull_replies)
+    if not C:
+        return []
+    with _frozen(model):
+        src, src_lengths = encode_inputs(distinct)
+        state = model.start(src.to(device), src_lengths)
+        state = state.index_select(torch.arange(C, device=device).repeat_interleave(D))
+        targets = [dull for _ in range(C) for dull in dull_replies]  # candidate-major
+        log_likelihood = _mean_target_log_prob(model, state, targets, device).view(C, D)
+    penalty = (-log_likelihood.mean(dim=1)).tolist()
+    return [penalty[position[tuple(c)]] for c in candidates]
 
 
 def coherence(

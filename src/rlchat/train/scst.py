@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
@@ -34,13 +35,12 @@ from rlchat.config import (
 )
 from rlchat.corpus import Corpus
 from rlchat.dataset import Example, prepare_dataset
-from rlchat.decoding import DecodeResult, decode
-from rlchat.metrics import mean_bleu2
+from rlchat.decoding import DecodeResult, SelfCriticalSampling, decode
 from rlchat.model import Seq2Seq
 from rlchat.tokenizer import BOS_ID, ChatTokenizer
 from rlchat.train.cross_entropy import token_loss
 from rlchat.train.loop import RunDir, RunError, check_writable, pick_device, seed_everything
-from rlchat.train.rewards import DULL_REPLIES, RewardFunction, parse_reward_spec
+from rlchat.train.rewards import DULL_REPLIES, RewardFunction, bleu2, parse_reward_spec
 from rlchat.train.trainer import Trainer, autocast
 
 logger = logging.getLogger(__name__)
@@ -113,15 +113,27 @@ class SCSTTrainer(Trainer):
         references = [self.train_references[tuple(s)] for s in sources]
         src, src_lengths = (t.to(self.device) for t in encode_inputs(sources))
         with torch.no_grad(), autocast(self.device):
-            greedy = decode(model, src, src_lengths, self.greedy)
-            samples = decode(model, src, src_lengths, self.sampling, num_samples=k)
-        sample_ids = samples.to_lists()
-        repeated_sources = [s for s in sources for _ in range(k)]
-        repeated_refs = [r for r in references for _ in range(k)]
-        sample_reward, parts = self.reward(sample_ids, repeated_sources, repeated_refs)
-        greedy_reward, greedy_parts = self.reward(greedy.to_lists(), sources, references)
-        sample_reward = sample_reward.to(self.device).view(-1, k)  # (B, K)
-        greedy_reward = greedy_reward.to(self.device)  # (B,)
+            # One pass decodes the greedy baseline and the K samples of every input.
+            both = decode(
+                model,
+                src,
+                src_lengths,
+                self.sampling,
+                strategy=SelfCriticalSampling(self.sampling, k),
+            )
+        rows = torch.arange(both.tokens.size(0), device=both.tokens.device).view(-1, k + 1)
+        greedy, samples = both.select(rows[:, 0]), both.select(rows[:, 1:].reshape(-1))
+        # One reward call scores the samples and the greedy replies (B * K + B rows).
+        rewards, parts = self.reward(
+            samples.to_lists() + greedy.to_lists(),
+            [s for s in sources for _ in range(k)] + sources,
+            [r for r in references for _ in range(k)] + references,
+        )
+        rewards = rewards.to(self.device)
+        sample_reward = rewards[: -len(sources)].view(-1, k)  # (B, K)
+        greedy_reward = rewards[-len(sources) :]  # (B,)
+        greedy_parts = {name: values[-len(sources) :] for name, values in parts.items()}
+        parts = {name: values[: -len(sources)] for name, values in parts.items()}
 
         if config.baseline == "greedy":
             # SCST: the greedy reply's reward is the baseline (Rennie et al. eq. 8).
@@ -177,14 +189,14 @@ class SCSTTrainer(Trainer):
                 replies = decode(self.model, src, src_lengths, self.greedy).to_lists()
             reward, parts = self.reward(replies, sources, references)
             rewards.append(reward)
-            bleus.append(torch.tensor(mean_bleu2(replies, references)) * len(chunk))
+            bleus.extend(bleu2(replies, references))
             for name, values in parts.items():
                 parts_sum[name] += float(values.sum())
         n = max(1, len(self.valid_examples))
         mean_reward = float(torch.cat(rewards).mean()) if rewards else 0.0
         figures = {
             "valid/reward": mean_reward,
-            "valid/bleu2": float(sum(bleus)) / n,
+            "valid/bleu2": math.fsum(bleus) / n,
             **{f"valid/reward_{name}": total / n for name, total in parts_sum.items()},
         }
         return -mean_reward, figures
