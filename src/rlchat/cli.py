@@ -398,6 +398,71 @@ def evaluate(
         print_evaluation(result)
 
 
+@app.command("report")
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories to report on.")],
+    out: Annotated[Path, typer.Option(help="Directory for report.md and the plots.")] = Path(
+        "report"
+    ),
+    evaluation: Annotated[
+        Path | None, typer.Option("--eval", help="JSON written by `rlchat eval --out`.")
+    ] = None,
+) -> None:
+    """Plots of the training curves, the evaluation table and sample replies, as Markdown."""
+    from rlchat.report import write_report
+
+    result = None
+    if evaluation is not None:
+        try:
+            result = json.loads(evaluation.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            fail(f"cannot read evaluation {evaluation}: {error}")
+    path = write_report(runs, out, evaluation=result)
+    console.print(f"Report written to [bold]{path}[/]")
+
+
+@app.command("quickstart")
+def quickstart(
+    genre: GenreOption = None,
+    minutes: Annotated[float, typer.Option(min=1, help="Training budget in minutes.")] = 20,
+    out: Annotated[Path, typer.Option(help="Where the runs, evaluation and report go.")] = Path(
+        "runs/quickstart"
+    ),
+    corpus: CorpusOption = None,
+    device: DeviceOption = "auto",
+    progress: ProgressOption = True,
+) -> None:
+    """Corpus, CE training, RL, evaluation and report in one go; re-run to resume."""
+    from rlchat.download import CorpusNotFoundError, resolve_corpus_dir
+    from rlchat.quickstart import QuickstartPlan, run_quickstart
+    from rlchat.report import EVERYDAY_PROMPTS
+
+    if corpus is None:
+        try:
+            resolve_corpus_dir(None)
+        except CorpusNotFoundError:
+            data_download(dest=None)
+    loaded = open_corpus(corpus)
+    genres = checked_genres(loaded, genre or ["comedy"])
+    plan = QuickstartPlan(out=out, genres=genres, minutes=minutes, device=device, progress=progress)
+    try:
+        evaluation = run_quickstart(plan, loaded)
+    except KeyboardInterrupt:
+        fail(f"interrupted; run the same command again to resume from {out}")
+    print_evaluation(evaluation)
+    bots = [load_bot(plan.ce_dir, device), load_bot(plan.rl_dir, device)]
+    answers = [bot.reply_batch(list(EVERYDAY_PROMPTS)) for bot in bots]
+    table = Table(title="Everyday prompts")
+    table.add_column("you")
+    for bot in bots:
+        table.add_column(f"{bot.name} ({bot.stage})")
+    for prompt, *replies in zip(EVERYDAY_PROMPTS, *answers, strict=True):
+        table.add_row(Text(prompt), *(Text(r) for r in replies))
+    console.print(table)
+    console.print(f"Report: [bold]{plan.report_dir / 'report.md'}[/]")
+    console.print(f"Chat with the RL bot: [bold]rlchat chat {plan.rl_dir}[/]")
+
+
 def print_evaluation(result: dict) -> None:
     from rlchat.evaluation import HIGHER_IS_BETTER
 

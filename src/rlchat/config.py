@@ -150,7 +150,9 @@ class RLConfig(LoopConfig):
         default="constant", metadata={"help": "lr schedule after warm-up"}
     )
     epochs: int = field(default=1, metadata={"help": "passes over the training pairs"})
-    eval_every: int = field(default=100, metadata={"help": "validate every N steps (0 = per epoch)"})
+    eval_every: int = field(
+        default=100, metadata={"help": "validate every N steps (0 = per epoch)"}
+    )
     max_eval_pairs: int = field(default=500, metadata={"help": "cap on validation pairs"})
     patience: int = field(default=0, metadata={"help": "stop after N evals without improvement"})
     checkpoint_every: int = field(

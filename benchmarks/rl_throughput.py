@@ -1,0 +1,161 @@
+"""SCST (RL) throughput at K samples per input, and where the time of a step goes.
+
+    python benchmarks/rl_throughput.py --corpus ../shared/data/cornell-excerpt
+
+At the original project's configuration (word tokenizer, min count 10, comedy, 1-layer
+unidirectional LSTM, hidden 512, embedding 50, general attention, batch 32). The model is
+first trained briefly with cross-entropy so that its replies end like a real bot's (a random
+model always runs to the length cap), then RL steps are timed with the default reward, split
+into decoding (greedy + K samples), reward, and the teacher-forced forward + backward pass.
+The CE throughput of the same model is measured in the same run for the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from rlchat.config import DEFAULT_REWARD, CrossEntropyConfig, DataConfig, RLConfig
+from rlchat.corpus import load_corpus
+from rlchat.dataset import prepare_dataset
+from rlchat.model import Seq2Seq
+from rlchat.tokenizer import ChatTokenizer
+from rlchat.train import scst
+from rlchat.train.cross_entropy import CrossEntropyTrainer
+from rlchat.train.loop import RunDir
+from rlchat.train.rewards import DULL_REPLIES, RewardFunction, parse_reward_spec
+
+ORIGINAL_TOKENIZER = {"kind": "word", "min_count": 10, "max_tokens": 20}
+
+
+def timed(totals: dict[str, float], name: str, fn):  # noqa: ANN001, ANN201
+    """Wrap fn so its wall time adds up under ``name``."""
+
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        totals[name] += time.perf_counter() - start
+        return result
+
+    return wrapper
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, required=True, help="corpus directory")
+    parser.add_argument("--samples", type=int, default=4, help="K samples per input")
+    parser.add_argument("--reward", default=DEFAULT_REWARD, help="reward spec")
+    parser.add_argument("--ce-steps", type=int, default=300, help="CE warm-up steps")
+    parser.add_argument("--seconds", type=float, default=30, help="timed seconds per stage")
+    parser.add_argument("--json", action="store_true", help="print JSON only")
+    args = parser.parse_args()
+
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_throughput import ORIGINAL
+
+    tokenizer_config, model_config, batch_size = ORIGINAL
+    corpus = load_corpus(args.corpus)
+    dataset = prepare_dataset(corpus, DataConfig(genres=["comedy"]), tokenizer_config)
+    model_config = replace(model_config, vocab_size=dataset.tokenizer.vocab_size)
+    train = dataset.splits["train"].examples
+    torch.manual_seed(0)
+    scratch = Path(tempfile.mkdtemp(prefix="rlchat-bench-"))
+    common = dict(
+        run_config={},
+        tokenizer_json="",
+        train_examples=train,
+        valid_examples=[],
+        device=torch.device("cpu"),
+        tensorboard=False,
+    )
+    ce = CrossEntropyTrainer(
+        run=RunDir(scratch / "ce"),
+        model=Seq2Seq(model_config),
+        config=CrossEntropyConfig(batch_size=batch_size, lr=2e-3, warmup_steps=50),
+        **common,
+    )
+    batches = ce.epoch_batches(0)
+    start, pairs = None, 0
+    for i, indices in enumerate(batches[: args.ce_steps]):
+        if i == args.ce_steps // 2:
+            start, pairs = time.perf_counter(), 0
+        ce.train_step([train[j] for j in indices], total_steps=len(batches))
+        pairs += len(indices)
+    ce_pairs_per_s = pairs / (time.perf_counter() - start)
+
+    tokenizer: ChatTokenizer = dataset.tokenizer
+    judge = Seq2Seq(model_config)
+    judge.load_state_dict(ce.model.state_dict())
+    judge.eval().requires_grad_(False)
+    reward = RewardFunction(
+        parse_reward_spec(args.reward),
+        model=judge,
+        dull_replies=tokenizer.encode_batch(list(DULL_REPLIES)),
+        device="cpu",
+    )
+    totals: dict[str, float] = defaultdict(float)
+    scst.decode = timed(totals, "decode", scst.decode)
+    scst.sample_log_probs = timed(totals, "forward", scst.sample_log_probs)
+    reward_call = timed(totals, "reward", reward.__call__)
+    rl = scst.SCSTTrainer(
+        reward=reward_call,
+        run=RunDir(scratch / "rl"),
+        model=ce.model,
+        config=RLConfig(batch_size=batch_size, samples=args.samples, reward=args.reward),
+        **common,
+    )
+    original_backward = torch.Tensor.backward
+    torch.Tensor.backward = timed(totals, "backward", original_backward)
+    batches = rl.epoch_batches(0)
+    start, pairs, steps = None, 0, 0
+    try:
+        for i, indices in enumerate(batches):
+            if i == 3:  # warm-up steps excluded
+                totals.clear()
+                start, pairs, steps = time.perf_counter(), 0, 0
+            rl.train_step([train[j] for j in indices], total_steps=len(batches))
+            pairs += len(indices)
+            steps += 1
+            if start is not None and time.perf_counter() - start >= args.seconds:
+                break
+    finally:
+        torch.Tensor.backward = original_backward
+    elapsed = time.perf_counter() - start
+    rl_pairs_per_s = pairs / elapsed
+    breakdown = {name: seconds / elapsed for name, seconds in totals.items()}
+    breakdown["other"] = 1 - sum(breakdown.values())
+    summary = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "samples": args.samples,
+        "reward": args.reward,
+        "ce_pairs_per_s": ce_pairs_per_s,
+        "rl_pairs_per_s": rl_pairs_per_s,
+        "ratio": rl_pairs_per_s / ce_pairs_per_s,
+        "goal_ratio": 1 / 6,
+        "share_of_step_time": breakdown,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"CE  {ce_pairs_per_s:7.1f} pairs/s (original configuration, batch {batch_size})")
+    print(
+        f"RL  {rl_pairs_per_s:7.1f} pairs/s at K={args.samples}, reward {args.reward}: "
+        f"{summary['ratio']:.3f} of CE (goal >= {1 / 6:.3f})"
+    )
+    for name, share in sorted(breakdown.items(), key=lambda kv: -kv[1]):
+        print(f"    {name:9s} {share:6.1%} of step time")
+
+
+if __name__ == "__main__":
+    main()

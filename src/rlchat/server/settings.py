@@ -1,0 +1,66 @@
+"""Every setting of the server, in one place; `rlchat serve` maps its flags onto these fields.
+
+Values may also come from the environment (``RLCHAT_SERVE_RUNS='["runs/a"]'``): that is how
+uvicorn's worker processes, which import the app afresh, receive the settings of the command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "RLCHAT_SERVE_"
+
+
+def default_data_dir() -> Path:
+    """Where the server keeps its databases unless told otherwise (not the run directories,
+    which may be read-only or shared between servers)."""
+    return Path(platformdirs.user_data_dir("rlchat"))
+
+
+class ServerSettings(BaseSettings):
+    """How the server loads its models, batches their work and stores what users say."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    runs: list[Path] = Field(
+        default_factory=list, description="run directories; the first is the default model"
+    )
+    device: str = Field(default="auto", description="auto (CUDA when present), cpu or cuda")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed to call the API from a browser"
+    )
+    history_db: Path | None = Field(
+        default=None, description="SQLite file for conversations (default: memory only)"
+    )
+    feedback_db: Path | None = Field(
+        default=None, description="SQLite file for ratings (default: in the user data dir)"
+    )
+    # A few milliseconds buys batches of many requests under load at a small cost when idle.
+    batch_wait_ms: float = Field(
+        default=2.0, ge=0, le=1000, description="gather requests this long per batch (0 = off)"
+    )
+    max_batch: int = Field(default=64, ge=1, le=1024, description="most requests per batch")
+    max_queue: int = Field(
+        default=1024, ge=1, description="waiting requests per model before answering 503"
+    )
+    # Small batches of an LSTM decode fastest on one thread; more threads mostly contend.
+    torch_threads: int = Field(default=1, ge=0, description="torch threads (0 = torch default)")
+    max_conversations: int = Field(
+        default=10_000, ge=1, description="conversations kept in memory (least recent dropped)"
+    )
+    turns_kept: int = Field(
+        default=32, ge=1, description="turns kept per conversation, for context and feedback"
+    )
+
+    @property
+    def feedback_path(self) -> Path:
+        return self.feedback_db or default_data_dir() / "feedback.sqlite3"
+
+    @property
+    def batch_limit(self) -> int:
+        """Requests per decode: a zero wait switches micro-batching off (one per decode)."""
+        return self.max_batch if self.batch_wait_ms > 0 else 1
