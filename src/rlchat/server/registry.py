@@ -71,7 +71,7 @@ class ModelRegistry:
             if chosen is None:
                 raise UnknownChoice("model", f"unknown model {model!r}; serving {self._names()}")
             if genre is not None and chosen.genres and genre not in chosen.genres:
-                raise UnknownChoice("genre", f"model {model!r} was not trained on {genre!r}")
+                raise UnknownChoice("genre", f"no model {model!r} trained on genre {genre!r}")
             return chosen
         if genre is None:
             return self.default

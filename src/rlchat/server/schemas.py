@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from rlchat.config import DecodeConfig
 
@@ -13,19 +14,32 @@ MAX_MESSAGE_CHARS = 500
 DEFAULTS = DecodeConfig()
 
 
+# Whitespace spelled out, so that this pattern means the same to Python, to the JSON Schema
+# validators of other languages and to the fuzzers that read the schema: Unicode's and
+# Python's spaces together.
+WHITESPACE = r"\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+NOT_BLANK = f"[^{WHITESPACE}]"
+
+
 def _not_blank(text: str) -> str:
-    if not text.strip():
+    if not re.search(NOT_BLANK, text):
         raise ValueError("must not be empty or only whitespace")
     return text
 
 
+def _integral(value: object) -> object:
+    # JSON Schema counts 3.0 as an integer; strict validation alone would refuse it.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
 Message = Annotated[
     str,
     Field(
         min_length=1,
         max_length=MAX_MESSAGE_CHARS,
         # For the schema only: the validator below says why in words a person can read.
-        json_schema_extra={"pattern": r"\S"},
+        json_schema_extra={"pattern": NOT_BLANK},
         examples=["How are you?"],
     ),
     AfterValidator(_not_blank),
@@ -42,11 +56,11 @@ class Decoding(Request):
     """The decoding settings a client may choose; the rest keep the server's defaults."""
 
     strategy: Literal["greedy", "beam", "sample"] = DEFAULTS.strategy
-    beam_size: int = Field(default=DEFAULTS.beam_size, ge=1, le=10)
+    beam_size: Integer = Field(default=DEFAULTS.beam_size, ge=1, le=10)
     temperature: float = Field(default=DEFAULTS.temperature, ge=0.01, le=10, allow_inf_nan=False)
-    top_k: int = Field(default=DEFAULTS.top_k, ge=0, le=100_000)
+    top_k: Integer = Field(default=DEFAULTS.top_k, ge=0, le=100_000)
     top_p: float = Field(default=DEFAULTS.top_p, gt=0, le=1, allow_inf_nan=False)
-    max_tokens: int = Field(default=DEFAULTS.max_tokens, ge=1, le=64)
+    max_tokens: Integer = Field(default=DEFAULTS.max_tokens, ge=1, le=64)
 
     def to_config(self) -> DecodeConfig:
         return replace(DEFAULTS, **self.model_dump())
@@ -105,7 +119,7 @@ class ModelsResponse(BaseModel):
 
 class FeedbackRequest(Request):
     conversation_id: ConversationId
-    turn: int = Field(ge=1, le=2**31)
+    turn: Integer = Field(ge=1, le=2**31)
     rating: Literal["up", "down"]
     comment: str | None = Field(default=None, max_length=2000)
 
