@@ -27,7 +27,9 @@ def small_model(vocab_size: int) -> Seq2Seq:
     return Seq2Seq(ModelConfig(vocab_size=vocab_size, embedding_dim=32, hidden_size=64))
 
 
-def make_trainer(tmp_path, dataset, config: CrossEntropyConfig, n_train=2000) -> CrossEntropyTrainer:
+def make_trainer(
+    tmp_path, dataset, config: CrossEntropyConfig, n_train=2000
+) -> CrossEntropyTrainer:
     return CrossEntropyTrainer(
         run=RunDir(tmp_path),
         run_config={"stage": "ce"},

@@ -240,14 +240,20 @@ class Seq2Seq(nn.Module):
         tgt_mask: Tensor,
         teacher_forcing: float = 1.0,
         generator: torch.Generator | None = None,
+        repeat: int = 1,
     ) -> Tensor:
         """Logits at the real target positions only.
 
-        src (B, S), src_lengths (B,), tgt_in (B, T) starting with <bos>, tgt_mask (B, T) true
-        on real positions -> logits (N, V) in row-major order of ``tgt_mask``. Skipping the
-        padding before the output layer saves the largest matmul of training.
+        src (B, S), src_lengths (B,), tgt_in (B * repeat, T) starting with <bos>, tgt_mask
+        (B * repeat, T) true on real positions -> logits (N, V) in row-major order of
+        ``tgt_mask``. Skipping the padding before the output layer saves the largest matmul
+        of training. ``repeat`` scores several targets per input (RL's K samples, input-major)
+        from one encoder pass.
         """
         state = self.start(src, src_lengths)
+        if repeat > 1:
+            rows = torch.arange(src.size(0), device=src.device).repeat_interleave(repeat)
+            state = state.index_select(rows)
         if teacher_forcing >= 1.0:
             return self.target_logits(state, tgt_in, tgt_mask)
         return self._stepwise_logits(tgt_in, tgt_mask, state, teacher_forcing, generator)

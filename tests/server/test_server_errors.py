@@ -45,6 +45,7 @@ def assert_error(response, status: int, field: str) -> dict:
         ({"message": "hi", "decoding": {"temperature": -1}}, "decoding.temperature"),
         ({"message": "hi", "decoding": {"top_k": -1}}, "decoding.top_k"),
         ({"message": "hi", "decoding": {"top_p": 0}}, "decoding.top_p"),
+        ({"message": "hi", "decoding": {"top_p": 1e-300}}, "decoding.top_p"),
         ({"message": "hi", "decoding": {"top_p": 1.5}}, "decoding.top_p"),
         ({"message": "hi", "decoding": {"max_tokens": 0}}, "decoding.max_tokens"),
         ({"message": "hi", "decoding": {"max_tokens": 10_000}}, "decoding.max_tokens"),

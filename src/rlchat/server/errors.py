@@ -18,11 +18,12 @@ from rlchat.server.schemas import ErrorResponse, FieldError
 
 logger = logging.getLogger(__name__)
 
-HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
 # Documented on every API route, so the OpenAPI schema tells clients what errors look like.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in [
+        (400, "The body is not readable (not UTF-8 JSON, say)"),
         (404, "Unknown model, genre, conversation or turn; `fields` names which"),
         (422, "Invalid request; `fields` names what is wrong"),
         (500, "Internal error (details are in the server log only)"),
@@ -84,7 +85,11 @@ async def on_unavailable(request: Request, error: Exception) -> JSONResponse:
 
 async def on_http_error(request: Request, error: HTTPException) -> JSONResponse:
     code = HTTP_CODES.get(error.status_code, "http_error")
-    response = error_response(error.status_code, code, str(error.detail))
+    # FastAPI raises 400 only when it cannot parse the body at all.
+    fields = (
+        [FieldError(field="body", message=str(error.detail))] if error.status_code == 400 else []
+    )
+    response = error_response(error.status_code, code, str(error.detail), fields)
     response.headers.update(error.headers or {})
     return response
 

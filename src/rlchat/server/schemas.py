@@ -59,7 +59,8 @@ class Decoding(Request):
     beam_size: Integer = Field(default=DEFAULTS.beam_size, ge=1, le=10)
     temperature: float = Field(default=DEFAULTS.temperature, ge=0.01, le=10, allow_inf_nan=False)
     top_k: Integer = Field(default=DEFAULTS.top_k, ge=0, le=100_000)
-    top_p: float = Field(default=DEFAULTS.top_p, gt=0, le=1, allow_inf_nan=False)
+    # A nucleus under 1% is the best token alone; smaller values underflow float32 in filtering.
+    top_p: float = Field(default=DEFAULTS.top_p, ge=0.01, le=1, allow_inf_nan=False)
     max_tokens: Integer = Field(default=DEFAULTS.max_tokens, ge=1, le=64)
 
     def to_config(self) -> DecodeConfig:

@@ -24,6 +24,7 @@ from rlchat.corpus import Corpus
 from rlchat.dataset import Example, prepare_dataset
 from rlchat.model import Seq2Seq, count_parameters
 from rlchat.tokenizer import ChatTokenizer
+from rlchat.train.distributed import SINGLE, World, device_for, init_world
 from rlchat.train.loop import RunDir, RunError, check_writable, pick_device, seed_everything
 from rlchat.train.trainer import Trainer, autocast
 
@@ -31,9 +32,18 @@ logger = logging.getLogger(__name__)
 
 
 def token_loss(
-    model: Seq2Seq, batch: Batch, *, teacher_forcing: float = 1.0, label_smoothing: float = 0.0
+    model: torch.nn.Module,
+    batch: Batch,
+    *,
+    teacher_forcing: float = 1.0,
+    label_smoothing: float = 0.0,
+    world: World = SINGLE,
 ) -> torch.Tensor:
-    """Mean cross-entropy over the real target tokens of a batch (padding never scored)."""
+    """Mean cross-entropy over the real target tokens (padding never scored).
+
+    Data-parallel: the mean is over the tokens of every process's batch, so that the
+    gradients DDP averages equal those of one step on the union of the batches.
+    """
     logits = model(
         batch.src,
         batch.src_lengths,
@@ -41,9 +51,14 @@ def token_loss(
         batch.tgt_mask,
         teacher_forcing=teacher_forcing,
     )  # (N, V)
-    return F.cross_entropy(
-        logits.float(), batch.tgt_out[batch.tgt_mask], label_smoothing=label_smoothing
+    total = F.cross_entropy(
+        logits.float(),
+        batch.tgt_out[batch.tgt_mask],
+        label_smoothing=label_smoothing,
+        reduction="sum",
     )
+    tokens = world.sum(float(batch.target_tokens))
+    return total * world.size / tokens
 
 
 @torch.inference_mode()
@@ -81,10 +96,11 @@ class CrossEntropyTrainer(Trainer):
         batch = make_batch([e.source for e in examples], [e.reply for e in examples])
         with autocast(self.device):
             loss = token_loss(
-                self.model,
+                self.net,
                 batch.to(self.device),
                 teacher_forcing=self.config.teacher_forcing,
                 label_smoothing=self.config.label_smoothing,
+                world=self.world,
             )
         return loss, {"ce/loss": loss.item()}
 
@@ -124,14 +140,24 @@ def train_cross_entropy(
         raise RunError(
             f"{run.path} already holds a run; pass --resume to continue it or pick another --out"
         )
-    check_writable(run.path)
-    torch_device = pick_device(device)
     if corpus is None:
         raise RunError("no corpus given")
-    tokenizer = ChatTokenizer.load(run.tokenizer_path) if resume else None
+    torch_device = pick_device(device)
+    world = init_world(torch_device)
+    torch_device = device_for(world, torch_device)
+    if world.is_main:
+        check_writable(run.path)
+    world.barrier()  # every process has seen the directory before rank 0 writes to it
+    tokenizer = None
+    if resume or not world.is_main:
+        # One tokenizer for all processes: rank 0 trains it, the others wait and read it.
+        if not resume:
+            world.barrier()
+        tokenizer = ChatTokenizer.load(run.tokenizer_path)
     dataset = prepare_dataset(corpus, data_config, tokenizer_config, tokenizer=tokenizer)
-    if not resume:
+    if not resume and world.is_main:
         dataset.tokenizer.save(run.tokenizer_path)
+        world.barrier()
     model_config.vocab_size = dataset.tokenizer.vocab_size
     run_config = {
         "stage": "ce",
@@ -141,7 +167,7 @@ def train_cross_entropy(
         "model": to_dict(model_config),
         "train": to_dict(train_config),
     }
-    if not resume:
+    if not resume and world.is_main:
         run.write_config(run_config)
     train = dataset.splits["train"].examples
     if not train:
@@ -157,6 +183,7 @@ def train_cross_entropy(
         config=train_config,
         device=torch_device,
         tensorboard=tensorboard,
+        world=world,
     )
     if resume and not trainer.resume():
         logger.info("no checkpoint in %s yet; starting from the first step", run.path)

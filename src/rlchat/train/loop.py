@@ -142,16 +142,21 @@ def check_writable(path: Path, needed_bytes: int = 50 * 2**20) -> None:
 class MetricsLog:
     """Slash-namespaced scalars to ``metrics.jsonl`` and TensorBoard."""
 
-    def __init__(self, run: RunDir, tensorboard: bool = True) -> None:
-        run.path.mkdir(parents=True, exist_ok=True)
+    def __init__(self, run: RunDir, tensorboard: bool = True, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.path = run.metrics_path
         self.writer = None
+        if not enabled:
+            return
+        run.path.mkdir(parents=True, exist_ok=True)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(run.path / "tensorboard"))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
         record = {"step": step, "time": round(time.time(), 3), **metrics}
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -165,7 +170,7 @@ class MetricsLog:
 
     def truncate_after(self, step: int) -> None:
         """On resume, forget records written after the checkpoint so curves do not double."""
-        if not self.path.is_file():
+        if not self.enabled or not self.path.is_file():
             return
         kept = [
             line
@@ -200,11 +205,8 @@ class Budget:
         return bool(self.max_minutes) and time.monotonic() - self.started >= self.max_minutes * 60
 
     def done(self, step: int, epoch: int) -> bool:
-        return (
-            epoch >= self.epochs
-            or (self.max_steps > 0 and step >= self.max_steps)
-            or self.out_of_time()
-        )
+        """Out of epochs or steps; time is asked separately (processes must agree on it)."""
+        return epoch >= self.epochs or (self.max_steps > 0 and step >= self.max_steps)
 
 
 @contextlib.contextmanager

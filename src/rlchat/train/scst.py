@@ -39,6 +39,7 @@ from rlchat.decoding import DecodeResult, SelfCriticalSampling, decode
 from rlchat.model import Seq2Seq
 from rlchat.tokenizer import BOS_ID, ChatTokenizer
 from rlchat.train.cross_entropy import token_loss
+from rlchat.train.distributed import device_for, init_world
 from rlchat.train.loop import RunDir, RunError, check_writable, pick_device, seed_everything
 from rlchat.train.rewards import DULL_REPLIES, RewardFunction, bleu2, parse_reward_spec
 from rlchat.train.trainer import Trainer, autocast
@@ -57,21 +58,23 @@ def collect_references(examples: list[Example]) -> References:
 
 
 def sample_log_probs(
-    model: Seq2Seq, src: torch.Tensor, src_lengths: torch.Tensor, samples: DecodeResult, k: int
+    model: torch.nn.Module,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    samples: DecodeResult,
+    k: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Log-probs with gradient of K sampled replies per input, from one encoder pass.
 
-    Returns per-sample summed log-prob (R,), per-sample token count (R,), and the mean
-    entropy of the policy over the sampled positions (scalar). R = B * K, input-major.
+    ``model`` is the Seq2Seq or its DistributedDataParallel wrapper. Returns per-sample
+    summed log-prob (R,), per-sample token count (R,), and the mean entropy of the policy
+    over the sampled positions (scalar). R = B * K, input-major.
     """
-    state = model.start(src, src_lengths)
-    rows = torch.arange(src.size(0), device=src.device).repeat_interleave(k)  # (R,)
-    state = state.index_select(rows)
     tokens, lengths = samples.tokens, samples.lengths  # (R, L), (R,)
     bos = torch.full_like(tokens[:, :1], BOS_ID)
     tgt_in = torch.cat([bos, tokens[:, :-1]], dim=1)  # (R, L)
     mask = torch.arange(tokens.size(1), device=tokens.device) < lengths.unsqueeze(1)  # (R, L)
-    logits = model.target_logits(state, tgt_in, mask).float()  # (N, V)
+    logits = model(src, src_lengths, tgt_in, mask, repeat=k).float()  # (N, V)
     log_probs = torch.log_softmax(logits, dim=-1)
     token_log_probs = log_probs.gather(1, tokens[mask].unsqueeze(1)).squeeze(1)  # (N,)
     row_of_token = mask.nonzero()[:, 0]  # (N,)
@@ -148,11 +151,13 @@ class SCSTTrainer(Trainer):
             advantage = advantage.masked_fill(solved.unsqueeze(1), 0.0)
 
         with autocast(self.device):
-            log_prob, lengths, entropy = sample_log_probs(model, src, src_lengths, samples, k)
+            log_prob, lengths, entropy = sample_log_probs(self.net, src, src_lengths, samples, k)
         if config.length_normalise:
             log_prob = log_prob / lengths
-        # REINFORCE: minimise -A * log p(sample); the advantage carries no gradient.
-        loss = -(advantage.detach().reshape(-1) * log_prob).mean()
+        # REINFORCE: minimise -A * log p(sample); the advantage carries no gradient. Averaged
+        # over the samples of all processes, so data-parallel steps equal one big step.
+        rows = self.world.sum(float(log_prob.numel()))
+        loss = -(advantage.detach().reshape(-1) * log_prob).sum() * self.world.size / rows
         figures: dict[str, float] = {}
         if config.entropy_bonus:
             loss = loss - config.entropy_bonus * entropy
@@ -161,7 +166,7 @@ class SCSTTrainer(Trainer):
             batch = make_batch(sources, [e.reply for e in examples]).to(self.device)
             model.train()
             with autocast(self.device):
-                ce = token_loss(model, batch)
+                ce = token_loss(self.net, batch, world=self.world)
             loss = loss + config.ce_weight * ce
             figures["rl/ce_loss"] = ce.item()
         figures |= {
@@ -232,8 +237,12 @@ def train_rl(
     if init is None:
         raise RunError("--init RUN (a cross-entropy run) is required")
     spec = parse_reward_spec(rl_config.reward)
-    check_writable(run.path)
     torch_device = pick_device(device)
+    world = init_world(torch_device)
+    torch_device = device_for(world, torch_device)
+    if world.is_main:
+        check_writable(run.path)
+    world.barrier()  # every process has seen the directory before rank 0 writes to it
     policy, ce_config, tokenizer_json = load_policy(init, torch_device)
     tokenizer = ChatTokenizer.from_json(tokenizer_json)
     data_config = from_dict(DataConfig, ce_config["data"])
@@ -248,7 +257,7 @@ def train_rl(
         "model": ce_config["model"],
         "rl": to_dict(rl_config),
     }
-    if not resume:
+    if not resume and world.is_main:
         run.write_config(run_config)
         tokenizer.save(run.tokenizer_path)
     # The frozen CE model judges dullness and coherence; the policy must not grade itself.
@@ -271,6 +280,7 @@ def train_rl(
         config=replace(rl_config),
         device=torch_device,
         tensorboard=tensorboard,
+        world=world,
     )
     if resume and not trainer.resume():
         logger.info("no checkpoint in %s yet; starting from the CE weights", run.path)

@@ -27,6 +27,7 @@ from rlchat.checkpoint import (
 from rlchat.config import LoopConfig
 from rlchat.dataset import Example
 from rlchat.model import Seq2Seq
+from rlchat.train.distributed import SINGLE, World
 from rlchat.train.loop import Budget, MetricsLog, RunDir, stop_on_interrupt
 
 logger = logging.getLogger(__name__)
@@ -85,18 +86,22 @@ class Trainer:
         config: LoopConfig,
         device: torch.device,
         tensorboard: bool = True,
+        world: World = SINGLE,
     ) -> None:
+        self.world = world
         self.run = run
         self.run_config = run_config
         self.tokenizer_json = tokenizer_json
         self.model = model.to(device)
+        self.net = world.wrap(self.model)  # what forward passes with gradient go through
         self.train_examples = train_examples
         self.valid_examples = valid_examples[: config.max_eval_pairs]
         self.config = config
         self.device = device
         self.optimizer = build_optimizer(self.model, config)
         self.state = TrainState()
-        self.metrics = MetricsLog(run, tensorboard=tensorboard)
+        # Only rank 0 writes: one metrics file, one set of checkpoints.
+        self.metrics = MetricsLog(run, tensorboard=tensorboard, enabled=world.is_main)
         self.lengths = [(len(e.reply), len(e.source)) for e in train_examples]
         self.batches_per_epoch = math.ceil(len(train_examples) / config.batch_size)
         self.stop_requested = False
@@ -118,6 +123,8 @@ class Trainer:
         return {**self.run_config, "train_state": asdict(self.state)}
 
     def save_checkpoint(self) -> None:
+        if not self.world.is_main:
+            return
         optimizer_tensors, optimizer_meta = flatten_optimizer(self.optimizer)
         rng_tensors, rng_meta = capture_rng()
         save_bundle(
@@ -131,6 +138,8 @@ class Trainer:
         self.run.prune(self.config.keep_checkpoints)
 
     def save_best(self) -> None:
+        if not self.world.is_main:
+            return
         save_bundle(
             self.run.best_path,
             model=self.model,
@@ -158,7 +167,14 @@ class Trainer:
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         seed = self.config.seed * 10007 + epoch
-        return bucketed_batches(self.lengths, self.config.batch_size, seed=seed)
+        batches = bucketed_batches(self.lengths, self.config.batch_size, seed=seed)
+        if self.world.distributed:
+            # A batch smaller than the world would leave a process without pairs: fold it in.
+            small = [b for b in batches if len(b) < self.world.size]
+            batches = [b for b in batches if len(b) >= self.world.size]
+            for b in small:
+                batches[0] = batches[0] + b
+        return batches
 
     def train_step(self, examples: list[Example], total_steps: int) -> dict[str, float]:
         lr = learning_rate(self.config, self.state, total_steps)
@@ -198,7 +214,7 @@ class Trainer:
         bar = tqdm(
             total=total_steps,
             initial=self.state.step,
-            disable=not progress,
+            disable=not progress or not self.world.is_main,
             unit="step",
             dynamic_ncols=True,
             desc=f"train {self.stage}",
@@ -233,11 +249,17 @@ class Trainer:
     def _train_until_done(self, budget: Budget, bar: tqdm, total_steps: int) -> dict[str, float]:
         config = self.config
         last_valid: dict[str, float] = {}
-        while not budget.done(self.state.step, self.state.epoch) and not self.state.stopped_early:
+        time_up = False
+        while not (
+            time_up or budget.done(self.state.step, self.state.epoch) or self.state.stopped_early
+        ):
             batches = self.epoch_batches(self.state.epoch)
             for indices in batches[self.state.batch_in_epoch :]:
                 self.model.train()
-                figures = self.train_step([self.train_examples[i] for i in indices], total_steps)
+                # Data parallel: each process takes every world.size-th pair of the batch, so
+                # every pair is seen once per epoch and a step equals one on the whole batch.
+                mine = indices[self.world.rank :: self.world.size]
+                figures = self.train_step([self.train_examples[i] for i in mine], total_steps)
                 self.state.step += 1
                 self.state.batch_in_epoch += 1
                 self.pairs_done += len(indices)
@@ -257,9 +279,12 @@ class Trainer:
                     self.save_checkpoint()
                 if self.on_step is not None:
                     self.on_step(self)
-                if self.stop_requested:
+                if self.world.any(self.stop_requested):
                     raise KeyboardInterrupt
-                if budget.done(self.state.step, self.state.epoch) or self.state.stopped_early:
+                time_up = self.world.any(budget.out_of_time())
+                if time_up or budget.done(self.state.step, self.state.epoch):
+                    break
+                if self.state.stopped_early:
                     break
             else:
                 self.state.epoch += 1

@@ -57,17 +57,31 @@ function addBubble(role, text) {
   return item;
 }
 
+// Drawn here rather than as emoji: a phone or kiosk without an emoji font shows empty boxes.
+const THUMB = "M2 10h4v11H2z M8 10l4-8c1.5 0 2.6 1.1 2.3 2.6L13.5 9H20c1.2 0 2 1 1.8 2.2l-1.6 8"
+  + "c-.2 1.1-1 1.8-2.2 1.8H8z";
+
+function thumbIcon() {
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+  path.setAttribute("d", THUMB);
+  svg.append(path);
+  return svg;
+}
+
 function addRating(item, reply) {
   const meta = document.createElement("div");
   meta.className = "meta";
   const about = document.createElement("span");
   about.textContent = `${reply.model} · ${Math.round(reply.latency_ms)} ms`;
   meta.append(about);
-  for (const [rating, label, icon] of [["up", "Good reply", "👍"], ["down", "Bad reply", "👎"]]) {
+  for (const [rating, label] of [["up", "Good reply"], ["down", "Bad reply"]]) {
     const button = document.createElement("button");
     button.type = "button";
     button.className = `rate rate-${rating}`;
-    button.textContent = icon;
+    button.append(thumbIcon());
     button.setAttribute("aria-label", label);
     button.setAttribute("aria-pressed", "false");
     button.addEventListener("click", () => rate(meta, reply, rating, button));
