@@ -31,7 +31,7 @@ from rlchat.tokenizer import ChatTokenizer
 from rlchat.train import scst
 from rlchat.train.cross_entropy import CrossEntropyTrainer
 from rlchat.train.loop import RunDir
-from rlchat.train.rewards import DULL_REPLIES, RewardFunction, parse_reward_spec
+from rlchat.train.rewards import RewardFunction
 
 ORIGINAL_TOKENIZER = {"kind": "word", "min_count": 10, "max_tokens": 20}
 
@@ -97,12 +97,7 @@ def main() -> None:
     judge = Seq2Seq(model_config)
     judge.load_state_dict(ce.model.state_dict())
     judge.eval().requires_grad_(False)
-    reward = RewardFunction(
-        parse_reward_spec(args.reward),
-        model=judge,
-        dull_replies=tokenizer.encode_batch(list(DULL_REPLIES)),
-        device="cpu",
-    )
+    reward = RewardFunction.from_spec(args.reward, judge=judge, tokenizer=tokenizer)
     totals: dict[str, float] = defaultdict(float)
     scst.decode = timed(totals, "decode", scst.decode)
     scst.sample_log_probs = timed(totals, "forward", scst.sample_log_probs)

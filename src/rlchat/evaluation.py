@@ -209,7 +209,6 @@ def compare(
 def reward_for(bots: list[Chatbot], spec: str | None) -> tuple[RewardFunction, Any]:
     """The RL run's own reward (judged by its frozen CE start), else the default reward."""
     from rlchat.config import DEFAULT_REWARD
-    from rlchat.train.rewards import parse_reward_spec
 
     rl_bot = next((b for b in bots if b.stage == "rl"), None)
     if rl_bot is not None:
@@ -217,12 +216,8 @@ def reward_for(bots: list[Chatbot], spec: str | None) -> tuple[RewardFunction, A
         judge = Chatbot.load(rl_bot.config["init"], device=str(rl_bot.device))
     else:
         judge = bots[0]
-    weights = parse_reward_spec(spec or DEFAULT_REWARD)
-    reward = RewardFunction(
-        weights,
-        model=judge.model,
-        dull_replies=judge.tokenizer.encode_batch(list(DULL_REPLIES)),
-        device=judge.device,
+    reward = RewardFunction.from_spec(
+        spec or DEFAULT_REWARD, judge=judge.model, tokenizer=judge.tokenizer, device=judge.device
     )
     return reward, judge.tokenizer
 

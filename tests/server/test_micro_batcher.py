@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -132,16 +133,45 @@ def test_a_full_queue_is_refused_at_once():
 
 def test_a_request_whose_client_left_is_not_decoded():
     decode = RecordingDecode()
+    decode.release.clear()
 
     async def scenario(batcher):  # noqa: ANN001, ANN202
+        first = asyncio.ensure_future(batcher.submit("first", [], GREEDY))
+        await asyncio.sleep(0.05)  # being decoded; the next two queue behind it
         gone = asyncio.ensure_future(batcher.submit("gone", [], GREEDY))
         kept = asyncio.ensure_future(batcher.submit("kept", [], GREEDY))
-        await asyncio.sleep(0.01)  # both queued, the batcher still gathering
+        await asyncio.sleep(0)
         gone.cancel()
+        decode.release.set()
+        await first
         return await kept
 
     assert run_with(decode, scenario) == "re: kept (0)"
-    assert [messages for messages, _ in decode.calls] == [["kept"]]
+    assert [messages for messages, _ in decode.calls] == [["first"], ["kept"]]
+
+
+def test_a_lone_request_to_an_idle_model_does_not_wait():
+    decode = RecordingDecode()
+
+    async def scenario(batcher):  # noqa: ANN001, ANN202
+        started = time.perf_counter()
+        await batcher.submit("alone", [], GREEDY)
+        return time.perf_counter() - started
+
+    assert run_with(decode, scenario, wait_ms=5000) < 1.0
+
+
+def test_under_load_the_batcher_waits_for_company():
+    decode = RecordingDecode()
+
+    async def scenario(batcher):  # noqa: ANN001, ANN202
+        await asyncio.gather(*(batcher.submit(f"m{i}", [], GREEDY) for i in range(3)))
+        early = asyncio.ensure_future(batcher.submit("early", [], GREEDY))
+        await asyncio.sleep(0.05)
+        return await asyncio.gather(early, batcher.submit("late", [], GREEDY))
+
+    run_with(decode, scenario, wait_ms=1000)
+    assert [messages for messages, _ in decode.calls][1:] == [["early", "late"]]
 
 
 def test_a_batcher_that_is_not_running_refuses_and_is_not_ready():

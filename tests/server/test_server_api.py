@@ -112,7 +112,7 @@ def test_docs_and_schema_are_served(client):
 
 def test_page_and_its_files_come_from_the_package(client):
     page = client.get("/")
-    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert page.status_code == 200 and "static/app.js" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
     for name in ("app.js", "style.css"):
         assert client.get(f"/static/{name}").status_code == 200
@@ -138,3 +138,28 @@ def test_cors_allows_only_the_configured_origins(settings):
         bad = client.options("/chat", headers=preflight | {"Origin": "http://evil.example"})
     assert good.headers["access-control-allow-origin"] == "http://localhost:8080"
     assert "access-control-allow-origin" not in bad.headers
+
+
+def test_a_model_trained_with_context_sees_the_conversations_last_turns(client):
+    served = client.app.state.models.models["comedy"]
+    served.bot.config["data"]["context_turns"] = 2  # as if trained with --context-turns 2
+    seen = []
+    decode = served.batcher.decode_batch
+    served.batcher.decode_batch = lambda m, h, c: (
+        seen.append([list(x) for x in h]) or decode(m, h, c)
+    )
+    first = chat(client, message="One.")
+    chat(client, message="Two.", conversation_id=first["conversation_id"])
+    chat(client, message="Elsewhere.")
+    assert seen == [[[]], [["One.", first["reply"]]], [[]]]
+
+
+def test_with_a_history_database_conversations_survive_a_restart(settings, tmp_path):
+    persistent = settings.model_copy(update={"history_db": tmp_path / "history.sqlite3"})
+    with TestClient(create_app(persistent)) as client:
+        first = chat(client, message="Remember me?")
+    with TestClient(create_app(persistent)) as client:
+        again = chat(client, message="Do you?", conversation_id=first["conversation_id"])
+        rating = {"conversation_id": first["conversation_id"], "turn": 1, "rating": "up"}
+        assert client.post("/api/v1/feedback", json=rating).status_code == 200
+    assert again["turn"] == 2

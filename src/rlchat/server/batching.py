@@ -37,6 +37,9 @@ class _Request:
 class MicroBatcher:
     """Gathers requests for up to ``wait_ms`` (or until ``max_batch``), then decodes them.
 
+    The wait applies under load only: when requests queued behind the last decode, or the
+    last batch held several. A lone request to an idle model is decoded at once.
+
     Requests with different decoding settings cannot share a decode, so a gathered batch is
     split by settings; each group is one ``decode_batch(messages, histories, config)`` call.
     ``wait_ms=0`` with ``max_batch=1`` decodes every request alone (batching off).
@@ -95,18 +98,25 @@ class MicroBatcher:
         return await reply
 
     async def _serve(self) -> None:
+        assert self._queue is not None
+        loaded = False
         while True:
-            batch = await self._gather()
+            batch = await self._gather(wait=loaded)
             # Requests whose client went away while waiting need no decode.
-            batch = [r for r in batch if not r.reply.done()]
-            for config, group in _by_settings(batch):
+            live = [r for r in batch if not r.reply.done()]
+            for config, group in _by_settings(live):
                 await self._decode(config, group)
+            # Waiting only pays under load: requests queued behind this decode, or it held
+            # several. A request that finds the model idle has no company coming.
+            loaded = len(batch) > 1 or not self._queue.empty()
 
-    async def _gather(self) -> list[_Request]:
+    async def _gather(self, *, wait: bool) -> list[_Request]:
+        """The first request, everything queued behind it, and (if ``wait``) what arrives
+        within ``wait_s``; at most ``max_batch``."""
         assert self._queue is not None
         batch = [await self._queue.get()]
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.wait_s
+        deadline = loop.time() + (self.wait_s if wait else 0.0)
         while len(batch) < self.max_batch:
             if not self._queue.empty():
                 batch.append(self._queue.get_nowait())

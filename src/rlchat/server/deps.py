@@ -8,7 +8,6 @@ from fastapi import Depends, Request
 
 from rlchat.server.metrics import Metrics
 from rlchat.server.registry import ModelRegistry
-from rlchat.server.settings import ServerSettings
 from rlchat.server.storage import ConversationStore, FeedbackStore
 
 
@@ -21,10 +20,6 @@ def _state(request: Request, name: str):  # noqa: ANN202
     if value is None:
         raise NotReady(f"the server is not ready ({name} not loaded)")
     return value
-
-
-def get_settings(request: Request) -> ServerSettings:
-    return _state(request, "settings")
 
 
 def get_metrics(request: Request) -> Metrics:
@@ -43,7 +38,6 @@ def get_feedback(request: Request) -> FeedbackStore:
     return _state(request, "feedback")
 
 
-SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
 ConversationsDep = Annotated[ConversationStore, Depends(get_conversations)]

@@ -41,7 +41,7 @@ class ServerSettings(BaseSettings):
     )
     # A few milliseconds buys batches of many requests under load at a small cost when idle.
     batch_wait_ms: float = Field(
-        default=2.0, ge=0, le=1000, description="gather requests this long per batch (0 = off)"
+        default=5.0, ge=0, le=1000, description="gather requests this long per batch (0 = off)"
     )
     max_batch: int = Field(default=64, ge=1, le=1024, description="most requests per batch")
     max_queue: int = Field(

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from rlchat.batching import encode_inputs, make_batch
 from rlchat.model import DecoderState, Seq2Seq
+from rlchat.tokenizer import ChatTokenizer
 
 Token = Hashable  # a token id or a word: BLEU and the repeat penalty only compare tokens
 
@@ -113,6 +114,22 @@ def _echo(tokens: tuple[Token, ...], source: tuple[Token, ...], echo_n: int) -> 
         if tokens[start : start + k] in copied:
             covered[start : start + k] = [True] * k
     return sum(covered) / len(tokens)
+
+
+def word_bleu2(
+    replies: Sequence[Sequence[int]],
+    references: Sequence[Sequence[Sequence[int]]],
+    tokenizer: ChatTokenizer | None,
+) -> list[float]:
+    """BLEU-2 of reply ids on whitespace words, as evaluation measures it (subword ids would
+    reward matching word pieces); on the ids themselves when no tokenizer is given."""
+    if tokenizer is None:
+        return bleu2(replies, references)
+    words = [text.split() for text in tokenizer.decode_batch(list(replies))]
+    reference_words = [
+        [text.split() for text in tokenizer.decode_batch(list(refs))] for refs in references
+    ]
+    return bleu2(words, reference_words)
 
 
 def repeat_penalty(
@@ -298,6 +315,7 @@ class RewardFunction:
         model: Seq2Seq | None = None,
         dull_replies: Sequence[Sequence[int]] = (),
         device: torch.device | str = "cpu",
+        tokenizer: ChatTokenizer | None = None,
     ) -> None:
         unknown = sorted(set(weights) - set(REWARD_NAMES))
         if unknown:
@@ -313,6 +331,25 @@ class RewardFunction:
         self.model = model
         self.dull_replies = [list(d) for d in dull_replies]
         self.device = torch.device(device)
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: str,
+        *,
+        judge: Seq2Seq,
+        tokenizer: ChatTokenizer,
+        device: torch.device | str = "cpu",
+    ) -> RewardFunction:
+        """The reward a spec like "bleu=1,dull=0.5" names, judged by a frozen CE model."""
+        return cls(
+            parse_reward_spec(spec),
+            model=judge,
+            dull_replies=tokenizer.encode_batch(list(DULL_REPLIES)),
+            device=device,
+            tokenizer=tokenizer,
+        )
 
     def components(
         self,
@@ -324,7 +361,7 @@ class RewardFunction:
         scores: dict[str, list[float]] = {}
         for name in self.weights:
             if name == "bleu":
-                scores[name] = bleu2(replies, references)
+                scores[name] = word_bleu2(replies, references, self.tokenizer)
             elif name == "repeat":
                 scores[name] = repeat_penalty(replies, sources)
             elif name == "dull":

@@ -41,7 +41,7 @@ from rlchat.tokenizer import BOS_ID, ChatTokenizer
 from rlchat.train.cross_entropy import token_loss
 from rlchat.train.distributed import device_for, init_world
 from rlchat.train.loop import RunDir, RunError, check_writable, pick_device, seed_everything
-from rlchat.train.rewards import DULL_REPLIES, RewardFunction, bleu2, parse_reward_spec
+from rlchat.train.rewards import RewardFunction, parse_reward_spec, word_bleu2
 from rlchat.train.trainer import Trainer, autocast
 
 logger = logging.getLogger(__name__)
@@ -94,6 +94,8 @@ class SCSTTrainer(Trainer):
     def __init__(self, *, reward: RewardFunction, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.reward = reward
+        # Validation BLEU in words, like evaluation, when the reward knows the tokenizer.
+        self.tokenizer = getattr(reward, "tokenizer", None)
         self.train_references = collect_references(self.train_examples)
         self.valid_references = collect_references(self.valid_examples)
         self.greedy = DecodeConfig(
@@ -194,7 +196,7 @@ class SCSTTrainer(Trainer):
                 replies = decode(self.model, src, src_lengths, self.greedy).to_lists()
             reward, parts = self.reward(replies, sources, references)
             rewards.append(reward)
-            bleus.extend(bleu2(replies, references))
+            bleus.extend(word_bleu2(replies, references, self.tokenizer))
             for name, values in parts.items():
                 parts_sum[name] += float(values.sum())
         n = max(1, len(self.valid_examples))
@@ -236,7 +238,7 @@ def train_rl(
         raise RunError(f"{run.path} already holds a run; pass --resume or pick another --out")
     if init is None:
         raise RunError("--init RUN (a cross-entropy run) is required")
-    spec = parse_reward_spec(rl_config.reward)
+    parse_reward_spec(rl_config.reward)  # a bad spec fails before any work
     torch_device = pick_device(device)
     world = init_world(torch_device)
     torch_device = device_for(world, torch_device)
@@ -262,11 +264,8 @@ def train_rl(
         tokenizer.save(run.tokenizer_path)
     # The frozen CE model judges dullness and coherence; the policy must not grade itself.
     judge = copy.deepcopy(policy).eval().requires_grad_(False)
-    reward = RewardFunction(
-        spec,
-        model=judge,
-        dull_replies=tokenizer.encode_batch(list(DULL_REPLIES)),
-        device=torch_device,
+    reward = RewardFunction.from_spec(
+        rl_config.reward, judge=judge, tokenizer=tokenizer, device=torch_device
     )
     seed_everything(rl_config.seed)
     trainer = SCSTTrainer(

@@ -92,7 +92,7 @@ function addRating(item, reply) {
 
 async function rate(meta, reply, rating, button) {
   try {
-    await callApi("/api/v1/feedback", {
+    await callApi("api/v1/feedback", {
       conversation_id: reply.conversation_id,
       turn: reply.turn,
       rating,
@@ -125,7 +125,7 @@ async function send(text) {
   const waiting = addBubble("bot pending", "…");
   waiting.setAttribute("aria-busy", "true");
   try {
-    const reply = await callApi("/api/v1/chat", request);
+    const reply = await callApi("api/v1/chat", request);
     state.conversationId = reply.conversation_id;
     waiting.classList.remove("pending");
     waiting.removeAttribute("aria-busy");
@@ -168,7 +168,7 @@ function syncStrategy() {
 
 // Defaults and limits come from the API's own schema, so the page never disagrees with it.
 async function loadDecodingDefaults() {
-  const schema = await callApi("/openapi.json");
+  const schema = await callApi("openapi.json");
   const fields = schema.components.schemas.Decoding.properties;
   for (const name of DECODING_FIELDS) {
     const input = $(name);
@@ -190,7 +190,7 @@ function option(value, label) {
 }
 
 async function loadModels() {
-  const catalogue = await callApi("/api/v1/models");
+  const catalogue = await callApi("api/v1/models");
   for (const genre of catalogue.genres) $("genre").append(option(genre, genre));
   for (const model of catalogue.models) {
     const genres = model.genres.length ? model.genres.join(", ") : "all genres";
