@@ -421,6 +421,51 @@ def report(
     console.print(f"Report written to [bold]{path}[/]")
 
 
+@app.command("serve")
+def serve(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories; each is a model.")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
+    cors_origin: Annotated[
+        list[str] | None, typer.Option(help="Allowed CORS origin (repeatable).")
+    ] = None,
+    history_db: Annotated[
+        Path | None, typer.Option(help="SQLite file keeping conversation context.")
+    ] = None,
+    feedback_db: Annotated[
+        Path | None, typer.Option(help="SQLite file for thumbs up/down (default: user data dir).")
+    ] = None,
+    batch_wait_ms: Annotated[
+        float | None, typer.Option(help="Gather concurrent requests this long (0 = off).")
+    ] = None,
+    max_batch: Annotated[int | None, typer.Option(help="Most requests decoded at once.")] = None,
+    device: DeviceOption = "auto",
+) -> None:
+    """Serve bots: REST API (/docs), the original /chat contract, and a chat page at /."""
+    from rlchat.server import serve as run_server
+    from rlchat.train.loop import RunError
+
+    console.print(
+        f"Chat page: [bold]http://{host}:{port}/[/]  ·  API docs: http://{host}:{port}/docs"
+    )
+    try:
+        run_server(
+            runs,
+            host=host,
+            port=port,
+            workers=workers,
+            cors_origins=cors_origin or (),
+            history_db=history_db,
+            feedback_db=feedback_db,
+            batch_wait_ms=batch_wait_ms,
+            max_batch=max_batch,
+            device=device,
+        )
+    except RunError as error:
+        fail(str(error))
+
+
 @app.command("quickstart")
 def quickstart(
     genre: GenreOption = None,
@@ -431,8 +476,12 @@ def quickstart(
     corpus: CorpusOption = None,
     device: DeviceOption = "auto",
     progress: ProgressOption = True,
+    serve_after: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Serve both bots when done.")
+    ] = True,
+    port: Annotated[int, typer.Option(help="Port of the server.")] = 8000,
 ) -> None:
-    """Corpus, CE training, RL, evaluation and report in one go; re-run to resume."""
+    """Corpus, CE training, RL, evaluation, report, then the server; re-run to resume."""
     from rlchat.download import CorpusNotFoundError, resolve_corpus_dir
     from rlchat.quickstart import QuickstartPlan, run_quickstart
     from rlchat.report import EVERYDAY_PROMPTS
@@ -460,7 +509,9 @@ def quickstart(
         table.add_row(Text(prompt), *(Text(r) for r in replies))
     console.print(table)
     console.print(f"Report: [bold]{plan.report_dir / 'report.md'}[/]")
-    console.print(f"Chat with the RL bot: [bold]rlchat chat {plan.rl_dir}[/]")
+    console.print(f"Chat in the terminal: [bold]rlchat chat {plan.rl_dir}[/]")
+    if serve_after:
+        serve([plan.rl_dir, plan.ce_dir], port=port, device=device)
 
 
 def print_evaluation(result: dict) -> None:

@@ -29,6 +29,7 @@ def filter_logits(log_probs: Tensor, *, temperature: float, top_k: int, top_p: f
         # Holtzman et al. sec. 3.1: the smallest set whose mass reaches p. A token is dropped
         # when the tokens before it already reach p, so the best token always stays.
         drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
+        drop_sorted[:, 0] = False  # even a p below float precision keeps the best token
         drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits

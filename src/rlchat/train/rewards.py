@@ -228,6 +228,9 @@ def sequence_log_likelihood(
     return result
 
 
+DULL_CAP = 5.0
+
+
 def dull_penalty(
     model: Seq2Seq,
     candidates: Sequence[Sequence[int]],
@@ -255,7 +258,9 @@ def dull_penalty(
         state = state.index_select(torch.arange(C, device=device).repeat_interleave(D))
         targets = [dull for _ in range(C) for dull in dull_replies]  # candidate-major
         log_likelihood = _mean_target_log_prob(model, state, targets, device).view(C, D)
-    penalty = (-log_likelihood.mean(dim=1)).tolist()
+    # Capped: beyond DULL_CAP nats a dull answer is already unlikely, and more would only
+    # reward gibberish that no reply can follow (the policy finds it within a few hundred steps).
+    penalty = (-log_likelihood.mean(dim=1)).clamp(max=DULL_CAP).tolist()
     return [penalty[position[tuple(c)]] for c in candidates]
 
 
