@@ -167,5 +167,7 @@ def test_rl_on_real_pairs_raises_the_mean_sampled_reward(tmp_path, comedy_ce):
     for step in range(60):
         trainer.train_step(examples[(step % 3) * 32 : (step % 3 + 1) * 32], total_steps=60)
     after = mean_sampled_reward(trainer, examples, seed=1)
-    assert any(not torch.equal(a, b) for a, b in zip(params, trainer.model.parameters()))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(params, trainer.model.parameters(), strict=True)
+    )
     assert after > 1.5 * before

@@ -51,7 +51,10 @@ def test_training_lowers_validation_loss_and_changes_parameters(tmp_path, comedy
     summary = trainer.fit(progress=False)
     assert summary["steps"] == 250
     assert summary["valid"]["valid/loss"] < before - 1.0
-    assert any(not torch.equal(a, b) for a, b in zip(before_params, trainer.model.parameters()))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(before_params, trainer.model.parameters(), strict=True)
+    )
     assert (tmp_path / "best" / "model.safetensors").is_file()
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert any("valid/loss" in r for r in records) and any("ce/loss" in r for r in records)
@@ -76,7 +79,9 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, comedy
     assert resumed.resume()
     assert resumed.state.step == 43
     resumed.fit(progress=False)
-    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+    for a, b in zip(
+        straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b)
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").open()]
     assert steps == sorted(steps)

@@ -82,7 +82,11 @@ class Chatbot:
         histories = histories or [()] * len(messages)
         sources = [self.encode_input(m, h) for m, h in zip(messages, histories, strict=True)]
         ids = generate(self.model, sources, config or DecodeConfig(), generator=generator)
-        return self.tokenizer.decode_batch(ids)
+        # A byte-level model can end a reply inside a multi-byte character; show no U+FFFD.
+        return [
+            " ".join(text.replace("\ufffd", "").split())
+            for text in self.tokenizer.decode_batch(ids)
+        ]
 
     def reply(
         self,
