@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +29,7 @@ from rlchat.corpus import load_corpus
 from rlchat.dataset import prepare_dataset
 from rlchat.model import Seq2Seq
 from rlchat.train.cross_entropy import CrossEntropyTrainer
+from rlchat.train.distributed import init_world
 from rlchat.train.loop import RunDir
 
 ORIGINAL = (
@@ -79,7 +83,9 @@ def forward_flops(config: ModelConfig, src_len: int, tgt_len: int) -> float:
     return encoder + (decoder + attention + combine + output) * tgt_len
 
 
-def measure(corpus, tokenizer_config, model_config, batch_size, teacher_forcing, seconds, run_dir):
+def measure(
+    corpus, tokenizer_config, model_config, batch_size, teacher_forcing, seconds, run_dir, world
+):
     dataset = prepare_dataset(corpus, DataConfig(genres=["comedy"]), tokenizer_config)
     model_config = replace(model_config, vocab_size=dataset.tokenizer.vocab_size)
     examples = dataset.splits["train"].examples
@@ -95,6 +101,7 @@ def measure(corpus, tokenizer_config, model_config, batch_size, teacher_forcing,
         config=train_config,
         device=torch.device("cpu"),
         tensorboard=False,
+        world=world,
     )
     batches = bucketed_batches(trainer.lengths, batch_size, seed=0)
     trainer.model.train()
@@ -105,14 +112,14 @@ def measure(corpus, tokenizer_config, model_config, batch_size, teacher_forcing,
         chunk = [examples[j] for j in indices]
         if i == 5:  # warm-up steps excluded
             start = time.perf_counter()
-        trainer.train_step(chunk, total_steps=len(batches))
+        trainer.train_step(chunk[world.rank :: world.size], total_steps=len(batches))
         if start is not None:
             pairs += len(chunk)
             tokens += sum(len(e.reply) + 1 for e in chunk)
             flops += 3 * sum(
                 forward_flops(model_config, len(e.source), len(e.reply) + 1) for e in chunk
             )
-            if time.perf_counter() - start >= seconds:
+            if world.any(time.perf_counter() - start >= seconds):
                 break
     elapsed = time.perf_counter() - start
     return {
@@ -133,19 +140,34 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/rlchat-bench"), help="scratch dir")
     parser.add_argument("--json", action="store_true", help="print JSON only")
+    parser.add_argument(
+        "--nproc", type=int, default=1, help="data-parallel processes (original config only)"
+    )
     args = parser.parse_args()
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        # Relaunch under torchrun; each process then joins the group below.
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
+                   str(args.nproc), *sys.argv]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        raise SystemExit(subprocess.call(command, env=env))
+    world = init_world(torch.device("cpu"))
     if args.threads:
         torch.set_num_threads(args.threads)
     corpus = load_corpus(args.corpus)
     peak = matmul_flops()
     results = []
-    for name, (tok, model, batch) in {"original": ORIGINAL, "default": DEFAULT}.items():
-        for ratio in (1.0, 0.5):
-            result = measure(corpus, tok, model, batch, ratio, args.seconds, args.out)
+    settings = {"original": ORIGINAL, "default": DEFAULT}
+    ratios = (1.0, 0.5)
+    if world.distributed:
+        settings, ratios = {"original": ORIGINAL}, (1.0,)
+    for name, (tok, model, batch) in settings.items():
+        for ratio in ratios:
+            result = measure(corpus, tok, model, batch, ratio, args.seconds, args.out, world)
+            result["processes"] = world.size
             result["config"] = name
             result["mfu"] = result["model_flops_per_s"] / peak
             results.append(result)
-            if not args.json:
+            if not args.json and world.is_main:
                 print(
                     f"{name:8s} tf={ratio:.1f}  {result['pairs_per_s']:7.1f} pairs/s  "
                     f"{result['target_tokens_per_s']:8.0f} tokens/s  "
@@ -158,6 +180,8 @@ def main() -> None:
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "results": results,
     }
+    if not world.is_main:
+        return
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
