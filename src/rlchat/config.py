@@ -135,10 +135,11 @@ class CrossEntropyConfig(LoopConfig):
     teacher_forcing: float = field(default=1.0, metadata={"help": "share of gold decoder inputs"})
 
 
-# Ease of answering ("dull") alone is easy to game: within a few hundred steps the policy
-# collapses onto one odd reply after which no dull answer is likely. Coherence, log p(reply |
-# input) under the frozen CE model, makes that reply costly (Li et al. 2016 pair them too).
-DEFAULT_REWARD = "bleu=1.0,dull=0.1,coherence=0.1,repeat=0.1"
+# Measured on comedy (see README): ease of answering ("dull") with a large weight is gamed
+# within a few hundred steps (the policy collapses onto one reply no dull answer can follow);
+# adding coherence instead collapses it onto "i don't know." A small dull weight beside BLEU
+# and a firm repetition penalty lowered the dull-reply rate without either collapse.
+DEFAULT_REWARD = "bleu=1.0,dull=0.05,repeat=0.5"
 
 
 @dataclass
