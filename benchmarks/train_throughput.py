@@ -146,8 +146,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         # Relaunch under torchrun; each process then joins the group below.
+        rest = [
+            a for i, a in enumerate(sys.argv[1:]) if a != "--nproc" and sys.argv[i] != "--nproc"
+        ]
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
-                   str(args.nproc), *sys.argv]  # fmt: skip
+                   str(args.nproc), sys.argv[0], *rest]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         raise SystemExit(subprocess.call(command, env=env))
     world = init_world(torch.device("cpu"))
