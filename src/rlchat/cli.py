@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import random
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -449,6 +450,9 @@ def serve(
     console.print(
         f"Chat page: [bold]http://{host}:{port}/[/]  ·  API docs: http://{host}:{port}/docs"
     )
+    # uvicorn finishes in-flight requests on SIGTERM, then re-raises the signal; answering it
+    # with a no-op makes that orderly stop a clean exit 0 (what service managers expect).
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         run_server(
             runs,
