@@ -137,8 +137,8 @@ class CrossEntropyConfig(LoopConfig):
 
 # Measured on comedy (see README): ease of answering ("dull") with a large weight is gamed
 # within a few hundred steps (the policy collapses onto one reply no dull answer can follow);
-# adding coherence instead collapses it onto "i don't know." A small dull weight beside BLEU
-# and a firm repetition penalty lowered the dull-reply rate without either collapse.
+# adding coherence instead collapses it onto "i don't know." This mix raises BLEU-2 and cuts
+# dull replies on held-out data, but still loses diversity (distinct-2) as RL runs longer.
 DEFAULT_REWARD = "bleu=1.0,dull=0.05,repeat=0.5"
 
 
