@@ -9,8 +9,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from rlchat.chatbot import Chatbot
-from rlchat.checkpoint import CheckpointError, atomic_write_text
+from rlchat.checkpoint import CheckpointError, atomic_write_bytes, atomic_write_text
 from rlchat.config import DecodeConfig
 from rlchat.train.loop import RunDir, RunError, read_metrics
 
@@ -323,18 +321,6 @@ def everyday_replies(path: Path, decode: DecodeConfig) -> list[str]:
 # --- writing ---------------------------------------------------------------------------------
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Bytes twin of ``atomic_write_text``: readers never see half a PNG."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_plots(runs: Sequence[RunCurves], out: Path) -> list[tuple[str, str]]:
     """The plots that have data, written to ``out``; returns (section title, file name) of each."""
     figures = [
@@ -349,7 +335,7 @@ def write_plots(runs: Sequence[RunCurves], out: Path) -> list[tuple[str, str]]:
             logger.info("no data for %s; not drawn", name)
             (out / name).unlink(missing_ok=True)  # a stale plot from an earlier report would lie
             continue
-        _atomic_write_bytes(out / name, png)
+        atomic_write_bytes(out / name, png)
         written.append((title, name))
     return written
 
