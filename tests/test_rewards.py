@@ -17,6 +17,7 @@ from rlchat.train.rewards import (
     bleu2,
     coherence,
     dull_penalty,
+    generic_penalty,
     parse_reward_spec,
     repeat_penalty,
     sequence_log_likelihood,
@@ -156,6 +157,35 @@ def test_repeat_penalty_stays_in_range_and_zero_for_empty_replies():
     assert repeat_penalty([[]], [[1, 2]]) == [0.0]
 
 
+# --------------------------------------------------------------------------- generic_penalty
+
+
+def test_generic_penalty_is_the_share_of_other_inputs_with_the_same_reply():
+    catch_all, specific = words("i don't want to talk ."), words("the bus leaves at ten")
+    sources = [words("where are you going ?"), words("how are you ?"), words("when ?")]
+    scores = generic_penalty([catch_all, catch_all, specific], sources)
+    # Two other inputs each; the catch-all reply also answers one of them.
+    assert scores == [-0.5, -0.5, 0.0]
+    assert generic_penalty([catch_all] * 3, sources) == [-1.0] * 3
+
+
+def test_generic_penalty_counts_rows_of_one_input_once():
+    # K samples and the greedy reply of one input: the same reply twice is not generic.
+    source, other = words("hello ?"), words("bye .")
+    reply = words("hi .")
+    scores = generic_penalty([reply, reply, reply, words("see you")], [source, source, source, other])
+    assert scores == [0.0, 0.0, 0.0, 0.0]
+    scores = generic_penalty([reply, reply, reply], [source, source, other])
+    assert scores == [-1.0, -1.0, -1.0]
+
+
+def test_generic_penalty_is_zero_for_one_input_and_checks_lengths():
+    assert generic_penalty([[1], [1]], [[2], [2]]) == [0.0, 0.0]
+    assert generic_penalty([], []) == []
+    with pytest.raises(ValueError, match="2 hypotheses but 1 sources"):
+        generic_penalty([[1], [2]], [[3]])
+
+
 # --------------------------------------------------------------------------- model rewards
 
 
@@ -260,9 +290,9 @@ def test_parse_reward_spec_names_the_bad_part(spec, message):
 
 def test_reward_function_sums_weighted_components_and_returns_each():
     model = tiny_model()
-    weights = {"bleu": 1.0, "repeat": 0.5, "dull": 0.1, "coherence": 0.2}
+    weights = {"bleu": 1.0, "repeat": 0.5, "dull": 0.1, "coherence": 0.2, "generic": 0.3}
     reward = RewardFunction(weights, model=model, dull_replies=DULL)
-    replies = [[5, 6, 7], [9, 9, 9, 9], [5, 6]]
+    replies = [[5, 6, 7], [9, 9, 9, 9], [5, 6, 7]]  # the first and last share a reply
     sources = [[8, 9], [9, 9, 9, 9], [7]]
     references = [[[5, 6, 7]], [[10, 11], [12]], [[5, 8]]]
     total, components = reward(replies, sources, references)
@@ -271,6 +301,7 @@ def test_reward_function_sums_weighted_components_and_returns_each():
         "repeat": repeat_penalty(replies, sources),
         "dull": dull_penalty(model, replies, DULL, "cpu"),
         "coherence": coherence(model, sources, replies, "cpu"),
+        "generic": generic_penalty(replies, sources),
     }
     expected = [sum(weights[k] * parts[k][i] for k in weights) for i in range(len(replies))]
     assert total.shape == (3,) and total.dtype == torch.float32

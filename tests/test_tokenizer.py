@@ -189,6 +189,14 @@ def test_bpe_learns_subwords(bpe: ChatTokenizer) -> None:
     assert len(bpe.encode("you know what i mean?")) < len("you know what i mean?") / 2
 
 
+def test_bpe_gives_a_word_the_same_id_at_the_start_and_in_the_middle(bpe: ChatTokenizer) -> None:
+    # Without a prefix space "hi" opening a line and " hi" after a word are two tokens, and a
+    # decoder that learned the first glues it onto itself ("hihihi").
+    (alone,) = bpe.encode("you")
+    assert bpe.encode("you you you") == [alone] * 3
+    assert bpe.decode([alone, alone]) == "you you"
+
+
 # --------------------------------------------------------------------------- word level
 
 

@@ -237,7 +237,8 @@ class ChatTokenizer:
         """`decode` for many sequences, e.g. the rows of a generated batch."""
         kept = [_until_eos(ids) for ids in batch]
         if self.kind == "bpe":
-            return self._tokenizer.decode_batch(kept, skip_special_tokens=True)
+            texts = self._tokenizer.decode_batch(kept, skip_special_tokens=True)
+            return [text.removeprefix(" ") for text in texts]  # the prefix space of `_bpe`
         return [join_words(self._word_tokens(ids)) for ids in kept]
 
     def _word_tokens(self, ids: Sequence[int]) -> list[str]:
@@ -286,8 +287,10 @@ class ChatTokenizer:
 def _bpe(config: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
     """Byte-level BPE: the 256 bytes are the base alphabet, so `<unk>` is never needed."""
     tokenizer = Tokenizer(models.BPE(unk_token=UNK))
-    # No prefix space: decoding must give back the normalised text byte for byte.
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # A prefix space makes a word one token wherever it stands ("hi" opening a reply is the
+    # same "Ġhi" as mid-reply); without it the decoder glues words into loops like "hihihi".
+    # `decode_batch` drops the leading space again, so decoding still gives back the text.
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=config.vocab_size,

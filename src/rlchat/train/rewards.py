@@ -24,7 +24,7 @@ from rlchat.tokenizer import ChatTokenizer
 
 Token = Hashable  # a token id or a word: BLEU and the repeat penalty only compare tokens
 
-REWARD_NAMES = ("bleu", "dull", "repeat", "coherence")
+REWARD_NAMES = ("bleu", "dull", "repeat", "coherence", "generic")
 
 # Li et al. 2016, sec. 3.2: the list S of dull responses behind "ease of answering".
 DULL_REPLIES = (
@@ -168,6 +168,30 @@ def repeat_penalty(
         # The sum, clipped, rather than the max: lowering either part still raises the reward.
         penalties.append(-min(1.0, repetition + echo))
     return penalties
+
+
+def generic_penalty(
+    hypotheses: Sequence[Sequence[Token]], sources: Sequence[Sequence[Token]]
+) -> list[float]:
+    """A penalty in [-1, 0]: the share of the batch's other inputs that got the same reply.
+
+    A reply that fits every input says nothing about this one. A fixed list of dull replies
+    (the ``dull`` reward) cannot see a new catch-all reply, and a policy trained on BLEU finds
+    one within a few hundred steps ("i don't want you to talk." to most inputs); this term
+    sees any reply shared across inputs, whatever its words. Rows with equal sources are one
+    input (its K samples, its greedy reply, a source said twice), so an input's samples never
+    penalise each other. 0 when the batch holds one input.
+    """
+    if len(hypotheses) != len(sources):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(sources)} sources")
+    inputs_of_reply: dict[tuple[Token, ...], set[tuple[Token, ...]]] = {}
+    for hypothesis, source in zip(hypotheses, sources, strict=True):
+        inputs_of_reply.setdefault(tuple(hypothesis), set()).add(tuple(source))
+    others = len({tuple(s) for s in sources}) - 1
+    if others <= 0:
+        return [0.0] * len(hypotheses)
+    # Each reply's own input is in its set exactly once, so the set minus one counts the others.
+    return [-(len(inputs_of_reply[tuple(h)]) - 1) / others for h in hypotheses]
 
 
 # --------------------------------------------------------------------------- model rewards
@@ -369,6 +393,8 @@ class RewardFunction:
                 scores[name] = word_bleu2(replies, references, self.tokenizer)
             elif name == "repeat":
                 scores[name] = repeat_penalty(replies, sources)
+            elif name == "generic":
+                scores[name] = generic_penalty(replies, sources)
             elif name == "dull":
                 scores[name] = dull_penalty(self.model, replies, self.dull_replies, self.device)
             else:
