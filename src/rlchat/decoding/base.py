@@ -4,8 +4,9 @@ Design after OpenNMT-py's ``DecodeStrategy``: the driving loop (``loop.py``) ste
 hands each step's log-probabilities to ``advance``; the strategy picks the next tokens and, for
 beams, the rows of the decoder state to continue from.
 
-Shapes: B inputs, R decoded rows (B, B * samples or B * beam), V vocabulary size,
-L longest reply including its <eos> (``max_tokens + 1``).
+Shapes: B inputs, R decoded rows (B, B * samples or B * beam), A rows the model is still
+stepped on (R for beams; fewer for the other strategies once some replies have ended),
+V vocabulary size, L longest reply including its <eos> (``max_tokens + 1``).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class DecodeStrategy(ABC):
     row starts from; then ``advance(log_probs)`` once per step until ``done``; then
     ``finalize()``. The length and repetition constraints are applied in ``advance`` before
     the strategy sees the log-probabilities, so every strategy obeys them the same way.
+    The model is stepped only on the rows in ``alive``; ``advance`` says when that set changes.
     """
 
     def __init__(self, config: DecodeConfig, rows_per_input: int = 1) -> None:
@@ -87,7 +89,7 @@ class DecodeStrategy(ABC):
         self.max_length = config.max_tokens + 1  # the last step only has room for <eos>
         self.step = 0
         self.history = torch.empty(0, self.max_length, dtype=torch.long)  # (R, L)
-        self.finished = torch.empty(0, dtype=torch.bool)  # (R,) rows that only extend with <pad>
+        self.alive = torch.empty(0, dtype=torch.long)  # (A,) row of each decoder state row
 
     def initialize(self, batch_size: int, device: torch.device | str) -> Tensor:
         """Reset for a batch of B inputs -> (R,) batch row of each decoded row, input-major."""
@@ -95,15 +97,15 @@ class DecodeStrategy(ABC):
         R = index.numel()
         self.step = 0
         self.history = torch.full((R, self.max_length), PAD_ID, dtype=torch.long, device=device)
-        self.finished = torch.zeros(R, dtype=torch.bool, device=device)
+        self.alive = torch.arange(R, device=device)
         return index
 
     def constrain(self, log_probs: Tensor) -> Tensor:
-        """Block what no strategy may choose at this step: (R, V) -> (R, V).
+        """Block what no strategy may choose at this step: (A, V) -> (A, V).
 
         Out of place, so log-probabilities that carry gradients stay intact.
         """
-        R, V = log_probs.shape
+        V = log_probs.size(-1)
         blocked = torch.zeros(V, dtype=torch.bool, device=log_probs.device)
         blocked[list(NEVER_GENERATED)] = True
         if self.step < self.config.min_tokens:
@@ -111,36 +113,33 @@ class DecodeStrategy(ABC):
         if self.step == self.config.max_tokens:
             blocked[:] = True
             blocked[EOS_ID] = False
-        blocked = blocked.expand(R, V)
         if self.config.no_repeat_ngram > 0:
-            history = self.history[:, : self.step]  # (R, t)
+            history = self.history[self.alive, : self.step]  # (A, t)
             blocked = blocked | repeated_ngram_mask(history, self.config.no_repeat_ngram, V)
-        log_probs = log_probs.masked_fill(blocked, float("-inf"))
-        # A finished row continues with <pad> at no cost, so its score stays as it was.
-        pad_only = torch.full((V,), float("-inf"), device=log_probs.device)
-        pad_only[PAD_ID] = 0.0
-        return torch.where(self.finished.unsqueeze(1), pad_only, log_probs)
+        return log_probs.masked_fill(blocked, float("-inf"))  # (V,) or (A, V) mask
 
     def advance(self, log_probs: Tensor) -> tuple[Tensor, Tensor | None]:
-        """One step: log_probs (R, V) of the model -> next tokens (R,), reorder index (R,) or None.
+        """One step: log_probs (A, V) of the alive rows -> next tokens (A',), reorder (A',) or None.
 
-        The reorder index says which row of the decoder state each row continues from
-        (beams); None means every row continues from itself.
+        The reorder index says which row of the decoder state each next row continues from:
+        beams reorder, strategies that stop stepping ended rows drop them. None means every
+        row continues from itself.
         """
         if self.step >= self.max_length:
             raise RuntimeError("advance called after the longest reply")
         tokens, reorder = self.select(self.constrain(log_probs))
         if reorder is not None:
             self.history = self.history.index_select(0, reorder)
-        self.history[:, self.step] = tokens
+        self.history[self.alive, self.step] = tokens
         self.step += 1
         return tokens, reorder
 
     @abstractmethod
     def select(self, log_probs: Tensor) -> tuple[Tensor, Tensor | None]:
-        """The strategy's choice from constrained log_probs (R, V): tokens (R,), reorder or None.
+        """The strategy's choice from constrained log_probs (A, V): tokens (A,), reorder or None.
 
-        Called before ``history`` gets this step's tokens; updates ``finished``.
+        Called before ``history`` gets this step's tokens; a reorder (R,) permutes every row
+        of ``history`` (beams).
         """
 
     @property

@@ -54,6 +54,15 @@ class BeamSearch(DecodeStrategy):
         self.best_lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
         return index
 
+    def constrain(self, log_probs: Tensor) -> Tensor:
+        # A done input's beams are still stepped (beams are not dropped from ``alive``); they
+        # continue with <pad> at no cost, so their scores stay as they were.
+        log_probs = super().constrain(log_probs)
+        pad_only = torch.full((log_probs.size(-1),), float("-inf"), device=log_probs.device)
+        pad_only[PAD_ID] = 0.0
+        finished = self.input_done.repeat_interleave(self.beam_size)  # (R,)
+        return torch.where(finished.unsqueeze(1), pad_only, log_probs)
+
     def select(self, log_probs: Tensor) -> tuple[Tensor, Tensor]:
         K, V = self.beam_size, log_probs.size(-1)
         B = self.input_done.numel()
@@ -89,7 +98,6 @@ class BeamSearch(DecodeStrategy):
         )
         unbeatable = self.best_scores >= alive_scores.max(dim=1).values / largest_penalty
         self.input_done = self.input_done | unbeatable | (length >= self.max_length)
-        self.finished = self.input_done.repeat_interleave(K)
         return tokens.view(-1), reorder
 
     @property
