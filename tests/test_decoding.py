@@ -7,7 +7,13 @@ import torch
 
 from rlchat.batching import encode_inputs, make_batch
 from rlchat.config import DecodeConfig, ModelConfig
-from rlchat.decoding import DecodeResult, decode, generate, make_strategy
+from rlchat.decoding import (
+    DecodeResult,
+    SelfCriticalSampling,
+    decode,
+    generate,
+    make_strategy,
+)
 from rlchat.decoding.base import repeated_ngram_mask
 from rlchat.decoding.beam import BeamSearch, length_penalty
 from rlchat.model import Seq2Seq
@@ -58,12 +64,10 @@ def repeats_a_bigram(ids: list[int]) -> bool:
 GREEDY = DecodeConfig(strategy="greedy", min_tokens=0, no_repeat_ngram=0)
 
 
-def test_greedy_equals_step_by_step_argmax():
-    model = small_model()
-    source = [7, 8, 9, 10]
-    max_tokens = 12
+def step_by_step_greedy(model: Seq2Seq, source: list[int], max_tokens: int) -> tuple[list, float]:
+    """Greedy reply and its summed log-prob, one input and one model step at a time."""
     src, src_lengths = encode_inputs([source])
-    expected, expected_score = [], 0.0
+    tokens, score = [], 0.0
     with torch.inference_mode():
         state = model.start(src, src_lengths)
         token = torch.tensor([BOS_ID])
@@ -71,10 +75,18 @@ def test_greedy_equals_step_by_step_argmax():
             log_probs, state = model.step_log_probs(token, state)
             log_probs[0, [PAD_ID, BOS_ID]] = float("-inf")
             token = log_probs.argmax(-1) if step < max_tokens else torch.tensor([EOS_ID])
-            expected.append(int(token))
-            expected_score += float(log_probs[0, token])
+            tokens.append(int(token))
+            score += float(log_probs[0, token])
             if int(token) == EOS_ID:
                 break
+    return tokens, score
+
+
+def test_greedy_equals_step_by_step_argmax():
+    model = small_model()
+    source = [7, 8, 9, 10]
+    max_tokens = 12
+    expected, expected_score = step_by_step_greedy(model, source, max_tokens)
 
     result = run(
         model,
@@ -86,6 +98,48 @@ def test_greedy_equals_step_by_step_argmax():
     assert result.lengths.tolist() == [len(expected)]
     assert result.scores[0].item() == pytest.approx(expected_score, abs=1e-4)
     assert_well_formed(result)
+
+
+def test_greedy_batch_whose_rows_end_at_different_steps_equals_each_row_alone():
+    # Rows that ended leave the batch the model is stepped on; the others must not notice.
+    model = bias_token(small_model(), EOS_ID, 0.2)
+    sources = random_sources(16, seed=12)
+
+    result = run(model, sources, GREEDY)
+    alone = [step_by_step_greedy(model, source, GREEDY.max_tokens) for source in sources]
+
+    assert len(set(result.lengths.tolist())) > 3  # the case under test: varied lengths
+    assert_well_formed(result)  # <pad> after each row's <eos>
+    for row, length, score, (expected, expected_score) in zip(
+        result.tokens.tolist(), result.lengths.tolist(), result.scores.tolist(), alone, strict=True
+    ):
+        assert row[:length] == expected
+        assert score == pytest.approx(expected_score, abs=1e-4)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "sample"])
+def test_the_model_is_stepped_only_on_rows_that_have_not_ended(strategy):
+    model = bias_token(small_model(), EOS_ID, 0.2)
+    stepped_rows = 0
+    step_log_probs = model.step_log_probs
+
+    def counting_step(tokens, state):
+        nonlocal stepped_rows
+        stepped_rows += tokens.numel()
+        return step_log_probs(tokens, state)
+
+    model.step_log_probs = counting_step
+    result = run(
+        model,
+        random_sources(16, seed=12),
+        DecodeConfig(strategy=strategy),
+        num_samples=3 if strategy == "sample" else 1,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+    # One step per token of each reply, its <eos> included, and none after.
+    assert stepped_rows == int(result.lengths.sum())
+    assert stepped_rows < result.tokens.numel()
 
 
 def test_beam_of_one_equals_greedy():
@@ -245,6 +299,59 @@ def test_sampling_collapses_to_greedy(overrides):
 
     assert torch.equal(sampled.tokens, greedy.tokens)
     assert torch.allclose(sampled.scores, greedy.scores)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_sampled_frequencies_match_the_model_probabilities(temperature):
+    model = small_model()
+    source = [7, 8, 9, 10]
+    draws = 20_000
+    config = DecodeConfig(
+        strategy="sample", temperature=temperature, min_tokens=1, max_tokens=1, no_repeat_ngram=0
+    )
+    src, src_lengths = encode_inputs([source])
+    with torch.inference_mode():
+        log_probs, _ = model.step_log_probs(torch.tensor([BOS_ID]), model.start(src, src_lengths))
+    blocked = torch.zeros(VOCAB, dtype=torch.bool)
+    blocked[[PAD_ID, BOS_ID, EOS_ID]] = True  # never generated; <eos> waits for min_tokens 1
+    expected = (log_probs[0] / temperature).masked_fill(blocked, float("-inf")).softmax(-1)
+
+    first_tokens = run(
+        model,
+        [source],
+        config,
+        num_samples=draws,
+        generator=torch.Generator().manual_seed(0),
+    ).tokens[:, 0]
+    frequencies = torch.bincount(first_tokens, minlength=VOCAB) / draws
+
+    assert (frequencies[expected == 0] == 0).all()
+    # Five standard errors per token: the seed is fixed, and a wrong distribution (a token
+    # shifted by one, no temperature) misses by far more.
+    tolerance = 5 * (expected * (1 - expected) / draws).sqrt() + 1e-4
+    assert ((frequencies - expected).abs() <= tolerance).all()
+
+
+def test_self_critical_sampling_puts_each_greedy_reply_before_its_samples():
+    model = bias_token(small_model(), EOS_ID, 0.2)
+    sources = random_sources(8, seed=13)
+    config = DecodeConfig(strategy="sample", no_repeat_ngram=0)
+    K = 3
+
+    def both(seed: int) -> DecodeResult:
+        strategy = SelfCriticalSampling(config, K, generator=torch.Generator().manual_seed(seed))
+        return run(model, sources, config, strategy=strategy)
+
+    first, again = both(0), both(0)
+    greedy = run(model, sources, DecodeConfig(strategy="greedy", no_repeat_ngram=0))
+    rows = torch.arange(first.tokens.size(0)).view(-1, K + 1)  # (B, K + 1)
+
+    assert_well_formed(first)
+    assert first.select(rows[:, 0]).to_lists() == greedy.to_lists()
+    assert torch.allclose(first.scores[rows[:, 0]], greedy.scores, atol=1e-4)
+    assert torch.equal(first.tokens, again.tokens)
+    assert torch.equal(first.scores, again.scores)
+    assert first.select(rows[:, 1:].reshape(-1)).to_lists() != greedy.to_lists() * K
 
 
 def test_num_samples_gives_k_rows_per_input_in_input_major_order():
