@@ -57,9 +57,9 @@ def decode(
     state = model.start(src, src_lengths).index_select(index)
     tokens = torch.full_like(index, BOS_ID)  # (R,)
     while not strategy.done:
-        log_probs, state = model.step_log_probs(tokens, state)  # (R, V)
+        log_probs, state = model.step_log_probs(tokens, state)  # (A, V), the alive rows
         tokens, reorder = strategy.advance(log_probs)
-        if reorder is not None:
+        if reorder is not None:  # beams reorder; the other strategies drop rows that ended
             state = state.index_select(reorder)
     return strategy.finalize()
 

@@ -22,10 +22,10 @@ def filter_logits(log_probs: Tensor, *, temperature: float, top_k: int, top_p: f
     # Dividing by 1 changes nothing but costs a pass over (A, V) per step.
     logits = log_probs / temperature if temperature != 1.0 else log_probs
     if 0 < top_k < logits.size(-1):
-        kth_best = logits.topk(top_k, dim=-1).values[:, -1:]  # (R, 1)
+        kth_best = logits.topk(top_k, dim=-1).values[:, -1:]  # (A, 1)
         logits = logits.masked_fill(logits < kth_best, float("-inf"))
     if top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (R, V) each
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (A, V) each
         probs = sorted_logits.softmax(dim=-1)
         # Holtzman et al. sec. 3.1: the smallest set whose mass reaches p. A token is dropped
         # when the tokens before it already reach p, so the best token always stays.
@@ -101,9 +101,9 @@ def inverse_cdf_sample(logits: Tensor, generator: torch.Generator | None = None)
     uniform = torch.rand(
         logits.size(0), 1, generator=generator, dtype=torch.float64, device=logits.device
     )
-    # 1 - u lies in (0, 1], so the target lies in (0, total]: the first token whose cumulative
-    # mass reaches it exists, and it never has probability 0 (the token before would reach the
-    # target first), so -inf logits are never drawn. Scaling by the row's own total absorbs
-    # the softmax's rounding.
+    # 1 - u lies in (0, 1], so the target lies in (0, total] and the first token whose
+    # cumulative mass reaches it exists. A token of probability 0 (a -inf logit) is never that
+    # first one: its cumulative mass equals its predecessor's, or is 0 < target for token 0.
+    # Scaling by the row's own total absorbs the softmax's rounding.
     target = (1.0 - uniform) * cdf[:, -1:]  # (A, 1)
     return torch.searchsorted(cdf, target).squeeze(1)
