@@ -160,23 +160,34 @@ def test_repeat_penalty_stays_in_range_and_zero_for_empty_replies():
 # --------------------------------------------------------------------------- generic_penalty
 
 
-def test_generic_penalty_is_the_share_of_other_inputs_with_the_same_reply():
-    catch_all, specific = words("i don't want to talk ."), words("the bus leaves at ten")
-    sources = [words("where are you going ?"), words("how are you ?"), words("when ?")]
+def test_generic_penalty_is_zero_for_replies_sharing_no_bigram():
+    sources = [words("where are you going ?"), words("how are you ?")]
+    scores = generic_penalty([words("to the bus ."), words("fine , thanks")], sources)
+    assert scores == [0.0, 0.0]
+
+
+def test_generic_penalty_is_the_mean_share_of_other_inputs_holding_each_bigram():
+    catch_all, specific = words("i don't know ."), words("the bus leaves at ten")
+    sources = [words("where ?"), words("how ?"), words("when ?")]
     scores = generic_penalty([catch_all, catch_all, specific], sources)
-    # Two other inputs each; the catch-all reply also answers one of them.
-    assert scores == [-0.5, -0.5, 0.0]
+    # Each of the catch-all's 5 bigrams (bounds included) is held by 1 of 2 other inputs.
+    assert scores[:2] == [pytest.approx(-0.5), pytest.approx(-0.5)]
+    assert scores[2] == 0.0
     assert generic_penalty([catch_all] * 3, sources) == [-1.0] * 3
+    # A template shares some bigrams: "<s> you" and "you are" of the 5 in "you are the cat".
+    template = generic_penalty([words("you are the cat"), words("you are so late")], sources[:2])
+    assert template == [pytest.approx(-2 / 5), pytest.approx(-2 / 5)]
 
 
 def test_generic_penalty_counts_rows_of_one_input_once():
     # K samples and the greedy reply of one input: the same reply twice is not generic.
     source, other = words("hello ?"), words("bye .")
     reply = words("hi .")
-    scores = generic_penalty([reply, reply, reply, words("see you")], [source, source, source, other])
+    scores = generic_penalty(
+        [reply, reply, reply, words("see you")], [source, source, source, other]
+    )
     assert scores == [0.0, 0.0, 0.0, 0.0]
-    scores = generic_penalty([reply, reply, reply], [source, source, other])
-    assert scores == [-1.0, -1.0, -1.0]
+    assert generic_penalty([reply, reply, reply], [source, source, other]) == [-1.0] * 3
 
 
 def test_generic_penalty_is_zero_for_one_input_and_checks_lengths():

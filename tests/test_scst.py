@@ -10,7 +10,7 @@ from rlchat.model import Seq2Seq
 from rlchat.train.cross_entropy import CrossEntropyTrainer
 from rlchat.train.loop import RunDir
 from rlchat.train.rewards import RewardFunction
-from rlchat.train.scst import SCSTTrainer, collect_references
+from rlchat.train.scst import SCSTTrainer, collect_references, sample_log_probs
 
 TARGET = 7
 
@@ -105,6 +105,35 @@ def test_the_loss_pushes_up_samples_that_beat_the_baseline(tmp_path):
     before = target_log_prob()
     trainer.train_step(examples, total_steps=1)
     assert target_log_prob() > before
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_sample_log_probs_score_the_tempered_policy_that_drew_the_samples(temperature):
+    from rlchat.batching import encode_inputs
+    from rlchat.decoding import DecodeResult
+    from rlchat.tokenizer import BOS_ID, EOS_ID
+
+    model = toy_model().eval()
+    src, lengths = encode_inputs([[5, 6, 7], [8, 9]])
+    replies = [[10, 11, EOS_ID], [9, EOS_ID, 0], [EOS_ID, 0, 0], [6, 6, EOS_ID]]  # K=2
+    samples = DecodeResult(
+        tokens=torch.tensor(replies),
+        lengths=torch.tensor([3, 2, 1, 3]),
+        scores=torch.zeros(4),
+    )
+    summed, counts, _ = sample_log_probs(model, src, lengths, samples, 2, temperature=temperature)
+    expected = []
+    with torch.no_grad():
+        for row, reply in enumerate(replies):
+            state = model.start(src[row // 2 : row // 2 + 1], lengths[row // 2 : row // 2 + 1])
+            token, total = torch.tensor([BOS_ID]), 0.0
+            for gold in reply[: int(samples.lengths[row])]:
+                logits, state = model.step_log_probs(token, state)  # log-probs at T = 1
+                total += torch.log_softmax(logits / temperature, dim=-1)[0, gold].item()
+                token = torch.tensor([gold])
+            expected.append(total)
+    assert summed.tolist() == pytest.approx(expected, abs=1e-5)
+    assert counts.tolist() == [3.0, 2.0, 1.0, 3.0]
 
 
 def test_references_group_every_reply_of_a_repeated_input():

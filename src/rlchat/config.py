@@ -180,5 +180,10 @@ class RLConfig(LoopConfig):
     skip_solved: bool = field(
         default=False, metadata={"help": "skip inputs whose greedy reward is already maximal"}
     )
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    # Below 1 the samples stay near the greedy reply that evaluation and chat use, so the
+    # reward judges (and the gradient moves) what the bot actually says; log-probs are
+    # those of the tempered policy, so the gradient stays unbiased for it.
+    temperature: float = field(
+        default=1.0, metadata={"help": "sampling temperature of the RL policy"}
+    )
     max_tokens: int = field(default=20, metadata={"help": "longest sampled reply"})

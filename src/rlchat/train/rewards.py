@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 
 import torch
@@ -170,28 +170,43 @@ def repeat_penalty(
     return penalties
 
 
+_START, _END = ("<s>",), ("</s>",)  # sentence bounds: the pair ("<s>", "what?") is a bigram
+
+
 def generic_penalty(
     hypotheses: Sequence[Sequence[Token]], sources: Sequence[Sequence[Token]]
 ) -> list[float]:
-    """A penalty in [-1, 0]: the share of the batch's other inputs that got the same reply.
+    """A penalty in [-1, 0]: how much of a reply the batch's other inputs also got.
+
+    For reply y of input i, over the bigrams g of ``<s> y </s>``::
+
+        shared(g) = share of the other inputs j != i with g in one of their replies
+        penalty   = -mean_g shared(g)
 
     A reply that fits every input says nothing about this one. A fixed list of dull replies
     (the ``dull`` reward) cannot see a new catch-all reply, and a policy trained on BLEU finds
-    one within a few hundred steps ("i don't want you to talk." to most inputs); this term
-    sees any reply shared across inputs, whatever its words. Rows with equal sources are one
-    input (its K samples, its greedy reply, a source said twice), so an input's samples never
-    penalise each other. 0 when the batch holds one input.
+    one within a few hundred steps ("i don't want you to talk." to most inputs) or a template
+    ("you are the ...?"); this term sees any words shared across inputs. It is the batch's
+    distinct-2 (Li et al. 2016, arXiv:1510.03055) made a per-reply reward. Rows with equal
+    sources are one input (its K samples, its greedy reply, a source said twice), so an
+    input's own replies never penalise each other. 0 when the batch holds one input.
     """
     if len(hypotheses) != len(sources):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(sources)} sources")
-    inputs_of_reply: dict[tuple[Token, ...], set[tuple[Token, ...]]] = {}
-    for hypothesis, source in zip(hypotheses, sources, strict=True):
-        inputs_of_reply.setdefault(tuple(hypothesis), set()).add(tuple(source))
-    others = len({tuple(s) for s in sources}) - 1
+    bigrams = [_ngrams(_START + tuple(h) + _END, 2) for h in hypotheses]
+    bigrams_of_input: dict[tuple[Token, ...], set[tuple[Token, ...]]] = defaultdict(set)
+    for grams, source in zip(bigrams, sources, strict=True):
+        bigrams_of_input[tuple(source)].update(grams)
+    others = len(bigrams_of_input) - 1
     if others <= 0:
         return [0.0] * len(hypotheses)
-    # Each reply's own input is in its set exactly once, so the set minus one counts the others.
-    return [-(len(inputs_of_reply[tuple(h)]) - 1) / others for h in hypotheses]
+    inputs_with = Counter(g for grams in bigrams_of_input.values() for g in grams)
+    # A reply's own input holds each of its bigrams once: minus one leaves the other inputs.
+    return [
+        -math.fsum((inputs_with[g] - 1) * n for g, n in grams.items())
+        / (others * sum(grams.values()))
+        for grams in bigrams
+    ]
 
 
 # --------------------------------------------------------------------------- model rewards
@@ -380,6 +395,12 @@ class RewardFunction:
             tokenizer=tokenizer,
         )
 
+    def words(self, replies: Sequence[Sequence[int]]) -> Sequence[Sequence[Token]]:
+        """Replies as whitespace words, as evaluation reads them; the ids without a tokenizer."""
+        if self.tokenizer is None:
+            return replies
+        return [text.split() for text in self.tokenizer.decode_batch(list(replies))]
+
     def components(
         self,
         replies: Sequence[Sequence[int]],
@@ -394,7 +415,7 @@ class RewardFunction:
             elif name == "repeat":
                 scores[name] = repeat_penalty(replies, sources)
             elif name == "generic":
-                scores[name] = generic_penalty(replies, sources)
+                scores[name] = generic_penalty(self.words(replies), sources)
             elif name == "dull":
                 scores[name] = dull_penalty(self.model, replies, self.dull_replies, self.device)
             else:

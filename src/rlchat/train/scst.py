@@ -63,19 +63,23 @@ def sample_log_probs(
     src_lengths: torch.Tensor,
     samples: DecodeResult,
     k: int,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Log-probs with gradient of K sampled replies per input, from one encoder pass.
 
-    ``model`` is the Seq2Seq or its DistributedDataParallel wrapper. Returns per-sample
-    summed log-prob (R,), per-sample token count (R,), and the mean entropy of the policy
-    over the sampled positions (scalar). R = B * K, input-major.
+    ``model`` is the Seq2Seq or its DistributedDataParallel wrapper. The policy is the
+    model's softmax at ``temperature``, the distribution the samples were drawn from. Returns
+    per-sample summed log-prob (R,), per-sample token count (R,), and the mean entropy of the
+    policy over the sampled positions (scalar). R = B * K, input-major.
     """
     tokens, lengths = samples.tokens, samples.lengths  # (R, L), (R,)
     bos = torch.full_like(tokens[:, :1], BOS_ID)
     tgt_in = torch.cat([bos, tokens[:, :-1]], dim=1)  # (R, L)
     mask = torch.arange(tokens.size(1), device=tokens.device) < lengths.unsqueeze(1)  # (R, L)
     logits = model(src, src_lengths, tgt_in, mask, repeat=k).float()  # (N, V)
-    log_probs = torch.log_softmax(logits, dim=-1)
+    # REINFORCE needs the log-probs of the distribution that drew the samples: the tempered
+    # one. Its argmax is the model's, so the greedy baseline is the same reply at any T.
+    log_probs = torch.log_softmax(logits / temperature, dim=-1)
     token_log_probs = log_probs.gather(1, tokens[mask].unsqueeze(1)).squeeze(1)  # (N,)
     row_of_token = mask.nonzero()[:, 0]  # (N,)
     sequence = torch.zeros(tokens.size(0), device=tokens.device).index_add(
@@ -153,7 +157,9 @@ class SCSTTrainer(Trainer):
             advantage = advantage.masked_fill(solved.unsqueeze(1), 0.0)
 
         with autocast(self.device):
-            log_prob, lengths, entropy = sample_log_probs(self.net, src, src_lengths, samples, k)
+            log_prob, lengths, entropy = sample_log_probs(
+                self.net, src, src_lengths, samples, k, temperature=config.temperature
+            )
         if config.length_normalise:
             log_prob = log_prob / lengths
         # REINFORCE: minimise -A * log p(sample); the advantage carries no gradient. Averaged
