@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -108,32 +110,38 @@ def test_the_loss_pushes_up_samples_that_beat_the_baseline(tmp_path):
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
-def test_sample_log_probs_score_the_tempered_policy_that_drew_the_samples(temperature):
+def test_sample_log_probs_score_the_constrained_tempered_policy_that_drew_them(temperature):
     from rlchat.batching import encode_inputs
+    from rlchat.config import DecodeConfig
     from rlchat.decoding import DecodeResult
-    from rlchat.tokenizer import BOS_ID, EOS_ID
+    from rlchat.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
     model = toy_model().eval()
+    config = DecodeConfig(strategy="sample", temperature=temperature, min_tokens=1, max_tokens=2)
     src, lengths = encode_inputs([[5, 6, 7], [8, 9]])
-    replies = [[10, 11, EOS_ID], [9, EOS_ID, 0], [EOS_ID, 0, 0], [6, 6, EOS_ID]]  # K=2
+    # K=2 per input; the first reply hits the length cap, where <eos> is forced.
+    replies = [[10, 11, EOS_ID], [9, EOS_ID, PAD_ID], [6, EOS_ID, PAD_ID], [6, 6, EOS_ID]]
     samples = DecodeResult(
-        tokens=torch.tensor(replies),
-        lengths=torch.tensor([3, 2, 1, 3]),
-        scores=torch.zeros(4),
+        tokens=torch.tensor(replies), lengths=torch.tensor([3, 2, 2, 3]), scores=torch.zeros(4)
     )
-    summed, counts, _ = sample_log_probs(model, src, lengths, samples, 2, temperature=temperature)
+    summed, counts, _ = sample_log_probs(model, src, lengths, samples, 2, config)
     expected = []
     with torch.no_grad():
         for row, reply in enumerate(replies):
             state = model.start(src[row // 2 : row // 2 + 1], lengths[row // 2 : row // 2 + 1])
             token, total = torch.tensor([BOS_ID]), 0.0
-            for gold in reply[: int(samples.lengths[row])]:
-                logits, state = model.step_log_probs(token, state)  # log-probs at T = 1
-                total += torch.log_softmax(logits / temperature, dim=-1)[0, gold].item()
+            for position, gold in enumerate(reply[: int(samples.lengths[row])]):
+                log_probs, state = model.step_log_probs(token, state)  # (1, V) at T = 1
+                logits = log_probs[0] / temperature
+                logits[[PAD_ID, BOS_ID]] = float("-inf")
+                if position < config.min_tokens:
+                    logits[EOS_ID] = float("-inf")
+                if position < config.max_tokens:  # at the cap <eos> is certain: log-prob 0
+                    total += torch.log_softmax(logits, dim=-1)[gold].item()
                 token = torch.tensor([gold])
             expected.append(total)
     assert summed.tolist() == pytest.approx(expected, abs=1e-5)
-    assert counts.tolist() == [3.0, 2.0, 1.0, 3.0]
+    assert counts.tolist() == [3.0, 2.0, 2.0, 3.0]
 
 
 def test_references_group_every_reply_of_a_repeated_input():
@@ -184,7 +192,7 @@ def test_rl_on_real_pairs_raises_the_mean_sampled_reward(tmp_path, comedy_ce):
     examples = dataset.splits["train"].examples[:96]
     trainer = scst_trainer(
         tmp_path,
-        model,
+        copy.deepcopy(model),  # the fixture's CE model is shared with the next test
         examples,
         RewardFunction({"bleu": 1.0, "repeat": 0.5}),
         batch_size=32,
@@ -200,3 +208,23 @@ def test_rl_on_real_pairs_raises_the_mean_sampled_reward(tmp_path, comedy_ce):
         not torch.equal(a, b) for a, b in zip(params, trainer.model.parameters(), strict=True)
     )
     assert after > 1.5 * before
+
+
+def test_rl_with_the_generic_reward_makes_greedy_replies_less_alike(tmp_path, comedy_ce):
+    dataset, model = comedy_ce
+    examples = dataset.splits["train"].examples[:96]
+    trainer = scst_trainer(
+        tmp_path,
+        copy.deepcopy(model),
+        examples,
+        RewardFunction({"generic": 1.0}),
+        batch_size=32,
+        lr=2e-3,
+        max_tokens=10,
+    )
+    _, before = trainer.evaluate()  # greedy replies to the 96 inputs, judged together
+    for step in range(60):
+        trainer.train_step(examples[(step % 3) * 32 : (step % 3 + 1) * 32], total_steps=60)
+    _, after = trainer.evaluate()
+    assert before["valid/reward_generic"] < -0.2  # a small CE bot gives most inputs one reply
+    assert after["valid/reward_generic"] > before["valid/reward_generic"] + 0.1

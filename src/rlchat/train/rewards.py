@@ -123,13 +123,16 @@ def word_bleu2(
 ) -> list[float]:
     """BLEU-2 of reply ids on whitespace words, as evaluation measures it (subword ids would
     reward matching word pieces); on the ids themselves when no tokenizer is given."""
+    return bleu2(as_words(replies, tokenizer), [as_words(refs, tokenizer) for refs in references])
+
+
+def as_words(
+    replies: Sequence[Sequence[int]], tokenizer: ChatTokenizer | None
+) -> Sequence[Sequence[Token]]:
+    """Reply ids as whitespace words, as evaluation reads them; the ids without a tokenizer."""
     if tokenizer is None:
-        return bleu2(replies, references)
-    words = [text.split() for text in tokenizer.decode_batch(list(replies))]
-    reference_words = [
-        [text.split() for text in tokenizer.decode_batch(list(refs))] for refs in references
-    ]
-    return bleu2(words, reference_words)
+        return replies
+    return [text.split() for text in tokenizer.decode_batch(list(replies))]
 
 
 def repeat_penalty(
@@ -395,12 +398,6 @@ class RewardFunction:
             tokenizer=tokenizer,
         )
 
-    def words(self, replies: Sequence[Sequence[int]]) -> Sequence[Sequence[Token]]:
-        """Replies as whitespace words, as evaluation reads them; the ids without a tokenizer."""
-        if self.tokenizer is None:
-            return replies
-        return [text.split() for text in self.tokenizer.decode_batch(list(replies))]
-
     def components(
         self,
         replies: Sequence[Sequence[int]],
@@ -409,13 +406,16 @@ class RewardFunction:
     ) -> dict[str, list[float]]:
         """Each weighted component, unweighted, one value per reply."""
         scores: dict[str, list[float]] = {}
+        if {"bleu", "generic"} & set(self.weights):
+            words = as_words(replies, self.tokenizer)  # decoded once for both
         for name in self.weights:
             if name == "bleu":
-                scores[name] = word_bleu2(replies, references, self.tokenizer)
+                reference_words = [as_words(refs, self.tokenizer) for refs in references]
+                scores[name] = bleu2(words, reference_words)
             elif name == "repeat":
                 scores[name] = repeat_penalty(replies, sources)
             elif name == "generic":
-                scores[name] = generic_penalty(self.words(replies), sources)
+                scores[name] = generic_penalty(words, sources)
             elif name == "dull":
                 scores[name] = dull_penalty(self.model, replies, self.dull_replies, self.device)
             else:

@@ -36,8 +36,9 @@ from rlchat.config import (
 from rlchat.corpus import Corpus
 from rlchat.dataset import Example, prepare_dataset
 from rlchat.decoding import DecodeResult, SelfCriticalSampling, decode
+from rlchat.decoding.base import NEVER_GENERATED
 from rlchat.model import Seq2Seq
-from rlchat.tokenizer import BOS_ID, ChatTokenizer
+from rlchat.tokenizer import BOS_ID, EOS_ID, ChatTokenizer
 from rlchat.train.cross_entropy import token_loss
 from rlchat.train.distributed import device_for, init_world
 from rlchat.train.loop import RunDir, RunError, check_writable, pick_device, seed_everything
@@ -57,35 +58,57 @@ def collect_references(examples: list[Example]) -> References:
     return dict(references)
 
 
+def sampling_log_probs(
+    logits: torch.Tensor, positions: torch.Tensor, config: DecodeConfig
+) -> torch.Tensor:
+    """Log-probs (N, V) of the distribution the sampler drew from, at each reply position (N,).
+
+    The sampler sees the model's logits at ``config.temperature`` after the constraints of
+    `DecodeStrategy.constrain` (no <pad> or <bos>; no <eos> before ``min_tokens``; only <eos>
+    at ``max_tokens``), so the same constraints apply here. Without them a reply cut at the
+    length cap is scored with the log-prob of an <eos> the policy never chose, hundreds of
+    nats in a peaked policy, and one such sample swamps the whole gradient.
+    """
+    logits = logits / config.temperature
+    blocked = torch.zeros_like(logits, dtype=torch.bool)  # (N, V)
+    blocked[:, list(NEVER_GENERATED)] = True
+    blocked[:, EOS_ID] |= positions < config.min_tokens
+    forced = positions == config.max_tokens  # (N,) only <eos> is allowed: log-prob 0
+    blocked[forced] = True
+    blocked[forced, EOS_ID] = False
+    return torch.log_softmax(logits.masked_fill(blocked, float("-inf")), dim=-1)
+
+
 def sample_log_probs(
     model: torch.nn.Module,
     src: torch.Tensor,
     src_lengths: torch.Tensor,
     samples: DecodeResult,
     k: int,
-    temperature: float = 1.0,
+    config: DecodeConfig,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Log-probs with gradient of K sampled replies per input, from one encoder pass.
 
-    ``model`` is the Seq2Seq or its DistributedDataParallel wrapper. The policy is the
-    model's softmax at ``temperature``, the distribution the samples were drawn from. Returns
-    per-sample summed log-prob (R,), per-sample token count (R,), and the mean entropy of the
-    policy over the sampled positions (scalar). R = B * K, input-major.
+    ``model`` is the Seq2Seq or its DistributedDataParallel wrapper; ``config`` the sampling
+    configuration that drew the samples. Returns per-sample summed log-prob (R,), per-sample
+    token count (R,), and the mean entropy of the policy over the sampled positions (scalar).
+    R = B * K, input-major.
     """
     tokens, lengths = samples.tokens, samples.lengths  # (R, L), (R,)
     bos = torch.full_like(tokens[:, :1], BOS_ID)
     tgt_in = torch.cat([bos, tokens[:, :-1]], dim=1)  # (R, L)
     mask = torch.arange(tokens.size(1), device=tokens.device) < lengths.unsqueeze(1)  # (R, L)
     logits = model(src, src_lengths, tgt_in, mask, repeat=k).float()  # (N, V)
-    # REINFORCE needs the log-probs of the distribution that drew the samples: the tempered
-    # one. Its argmax is the model's, so the greedy baseline is the same reply at any T.
-    log_probs = torch.log_softmax(logits / temperature, dim=-1)
+    row_of_token, positions = mask.nonzero().unbind(1)  # (N,) each, row-major like the logits
+    # REINFORCE needs the log-probs of the distribution that drew the samples: the tempered,
+    # constrained one. Its argmax is the model's, so the greedy baseline is the same at any T.
+    log_probs = sampling_log_probs(logits, positions, config)
     token_log_probs = log_probs.gather(1, tokens[mask].unsqueeze(1)).squeeze(1)  # (N,)
-    row_of_token = mask.nonzero()[:, 0]  # (N,)
     sequence = torch.zeros(tokens.size(0), device=tokens.device).index_add(
         0, row_of_token, token_log_probs
     )  # (R,)
-    entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
+    # p log p is 0 where p is 0 (a blocked token), not 0 * -inf.
+    entropy = -torch.special.xlogy(log_probs.exp(), log_probs.exp()).sum(-1).mean()
     return sequence, lengths.float(), entropy
 
 
@@ -158,7 +181,7 @@ class SCSTTrainer(Trainer):
 
         with autocast(self.device):
             log_prob, lengths, entropy = sample_log_probs(
-                self.net, src, src_lengths, samples, k, temperature=config.temperature
+                self.net, src, src_lengths, samples, k, self.sampling
             )
         if config.length_normalise:
             log_prob = log_prob / lengths
