@@ -69,6 +69,22 @@ def repeated_ngram_mask(history: Tensor, n: int, vocab_size: int) -> Tensor:
     return hits > 0
 
 
+def length_mask(step: int, config: DecodeConfig, vocab_size: int, device: torch.device) -> Tensor:
+    """Tokens no strategy may choose at reply position ``step`` -> (V,) bool.
+
+    Never <pad> or <bos>; no <eos> before ``min_tokens``; only <eos> at ``max_tokens``.
+    RL scores its samples under the same rules (``train/scst.py``).
+    """
+    blocked = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+    blocked[list(NEVER_GENERATED)] = True
+    if step < config.min_tokens:
+        blocked[EOS_ID] = True
+    if step == config.max_tokens:
+        blocked[:] = True
+        blocked[EOS_ID] = False
+    return blocked
+
+
 class DecodeStrategy(ABC):
     """Chooses the next token of every row; holds what was generated so far.
 
@@ -106,13 +122,7 @@ class DecodeStrategy(ABC):
         Out of place, so log-probabilities that carry gradients stay intact.
         """
         V = log_probs.size(-1)
-        blocked = torch.zeros(V, dtype=torch.bool, device=log_probs.device)
-        blocked[list(NEVER_GENERATED)] = True
-        if self.step < self.config.min_tokens:
-            blocked[EOS_ID] = True
-        if self.step == self.config.max_tokens:
-            blocked[:] = True
-            blocked[EOS_ID] = False
+        blocked = length_mask(self.step, self.config, V, log_probs.device)  # (V,)
         if self.config.no_repeat_ngram > 0:
             history = self.history[self.alive, : self.step]  # (A, t)
             blocked = blocked | repeated_ngram_mask(history, self.config.no_repeat_ngram, V)

@@ -36,9 +36,9 @@ from rlchat.config import (
 from rlchat.corpus import Corpus
 from rlchat.dataset import Example, prepare_dataset
 from rlchat.decoding import DecodeResult, SelfCriticalSampling, decode
-from rlchat.decoding.base import NEVER_GENERATED
+from rlchat.decoding.base import length_mask
 from rlchat.model import Seq2Seq
-from rlchat.tokenizer import BOS_ID, EOS_ID, ChatTokenizer
+from rlchat.tokenizer import BOS_ID, ChatTokenizer
 from rlchat.train.cross_entropy import token_loss
 from rlchat.train.distributed import device_for, init_world
 from rlchat.train.loop import RunDir, RunError, check_writable, pick_device, seed_everything
@@ -63,20 +63,18 @@ def sampling_log_probs(
 ) -> torch.Tensor:
     """Log-probs (N, V) of the distribution the sampler drew from, at each reply position (N,).
 
-    The sampler sees the model's logits at ``config.temperature`` after the constraints of
-    `DecodeStrategy.constrain` (no <pad> or <bos>; no <eos> before ``min_tokens``; only <eos>
-    at ``max_tokens``), so the same constraints apply here. Without them a reply cut at the
-    length cap is scored with the log-prob of an <eos> the policy never chose, hundreds of
-    nats in a peaked policy, and one such sample swamps the whole gradient.
+    The sampler sees the model's logits at ``config.temperature`` after `length_mask`, so the
+    same mask applies here. Without it a reply cut at the length cap is scored with the
+    log-prob of an <eos> the policy never chose (the sampler forced it), hundreds of nats in
+    a peaked policy, and one such sample swamps the whole gradient.
     """
-    logits = logits / config.temperature
-    blocked = torch.zeros_like(logits, dtype=torch.bool)  # (N, V)
-    blocked[:, list(NEVER_GENERATED)] = True
-    blocked[:, EOS_ID] |= positions < config.min_tokens
-    forced = positions == config.max_tokens  # (N,) only <eos> is allowed: log-prob 0
-    blocked[forced] = True
-    blocked[forced, EOS_ID] = False
-    return torch.log_softmax(logits.masked_fill(blocked, float("-inf")), dim=-1)
+    V = logits.size(-1)
+    masks = torch.stack(
+        [length_mask(t, config, V, logits.device) for t in range(config.max_tokens + 1)]
+    )  # (L, V), one row per reply position
+    return torch.log_softmax(
+        (logits / config.temperature).masked_fill(masks[positions], float("-inf")), dim=-1
+    )
 
 
 def sample_log_probs(
@@ -108,7 +106,8 @@ def sample_log_probs(
         0, row_of_token, token_log_probs
     )  # (R,)
     # p log p is 0 where p is 0 (a blocked token), not 0 * -inf.
-    entropy = -torch.special.xlogy(log_probs.exp(), log_probs.exp()).sum(-1).mean()
+    probs = log_probs.exp()
+    entropy = -torch.special.xlogy(probs, probs).sum(-1).mean()
     return sequence, lengths.float(), entropy
 
 
