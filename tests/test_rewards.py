@@ -179,6 +179,29 @@ def test_generic_penalty_is_the_mean_share_of_other_inputs_holding_each_bigram()
     assert template == [pytest.approx(-2 / 5), pytest.approx(-2 / 5)]
 
 
+def test_generic_penalty_total_sums_the_shares_so_common_padding_costs():
+    sources = [words("where ?"), words("how ?"), words("when ?")]
+    short, padded = words("i don't know ."), words("i don't know . i don't know why")
+    others = [words("i don't know ."), words("i don't know why")]
+    mean_short, mean_padded = (
+        generic_penalty([short, *others], sources)[0],
+        generic_penalty([padded, *others], sources)[0],
+    )
+    total_short, total_padded = (
+        generic_penalty([short, *others], sources, total=True)[0],
+        generic_penalty([padded, *others], sources, total=True)[0],
+    )
+    # The sum is the mean times the bigram count (bounds included: 5 and 9 bigrams).
+    assert total_short == pytest.approx(5 * mean_short)
+    assert total_padded == pytest.approx(9 * mean_padded)
+    # Averaging lets common padding pass nearly free; summing charges every shared bigram.
+    assert total_padded < total_short
+    assert generic_penalty([words("the bus"), words("at ten")], sources[:2], total=True) == [
+        0.0,
+        0.0,
+    ]
+
+
 def test_generic_penalty_counts_rows_of_one_input_once():
     # K samples and the greedy reply of one input: the same reply twice is not generic.
     source, other = words("hello ?"), words("bye .")
@@ -301,7 +324,14 @@ def test_parse_reward_spec_names_the_bad_part(spec, message):
 
 def test_reward_function_sums_weighted_components_and_returns_each():
     model = tiny_model()
-    weights = {"bleu": 1.0, "repeat": 0.5, "dull": 0.1, "coherence": 0.2, "generic": 0.3}
+    weights = {
+        "bleu": 1.0,
+        "repeat": 0.5,
+        "dull": 0.1,
+        "coherence": 0.2,
+        "generic": 0.3,
+        "shared": 0.05,
+    }
     reward = RewardFunction(weights, model=model, dull_replies=DULL)
     replies = [[5, 6, 7], [9, 9, 9, 9], [5, 6, 7]]  # the first and last share a reply
     sources = [[8, 9], [9, 9, 9, 9], [7]]
@@ -313,6 +343,7 @@ def test_reward_function_sums_weighted_components_and_returns_each():
         "dull": dull_penalty(model, replies, DULL, "cpu"),
         "coherence": coherence(model, sources, replies, "cpu"),
         "generic": generic_penalty(replies, sources),
+        "shared": generic_penalty(replies, sources, total=True),
     }
     expected = [sum(weights[k] * parts[k][i] for k in weights) for i in range(len(replies))]
     assert total.shape == (3,) and total.dtype == torch.float32

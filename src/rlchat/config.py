@@ -138,9 +138,10 @@ class CrossEntropyConfig(LoopConfig):
 # Measured on comedy (see README): BLEU alone, or BLEU with a small ease-of-answering ("dull")
 # weight, collapses the bot onto one catch-all reply ("i don't want you to talk.") within a few
 # hundred steps; a large dull weight is gamed the same way, and coherence collapses it onto
-# "i don't know.". The generic term (bigrams the batch's other inputs also got) is what keeps
-# replies specific to their input, so distinct-2 rises while BLEU-2 does.
-DEFAULT_REWARD = "bleu=1.0,repeat=0.5,generic=0.25"
+# "i don't know.". The generic term (bigrams the batch's other inputs also got) keeps replies
+# specific to their input. Its weight trades BLEU-2 against distinct-2: at 0.1 BLEU-2 rises
+# most but distinct-2 falls; at 0.2 and above distinct-2 rises but BLEU-2 barely moves.
+DEFAULT_REWARD = "bleu=1.0,repeat=0.5,generic=0.15"
 
 
 @dataclass

@@ -24,7 +24,7 @@ from rlchat.tokenizer import ChatTokenizer
 
 Token = Hashable  # a token id or a word: BLEU and the repeat penalty only compare tokens
 
-REWARD_NAMES = ("bleu", "dull", "repeat", "coherence", "generic")
+REWARD_NAMES = ("bleu", "dull", "repeat", "coherence", "generic", "shared")
 
 # Li et al. 2016, sec. 3.2: the list S of dull responses behind "ease of answering".
 DULL_REPLIES = (
@@ -177,7 +177,10 @@ _START, _END = ("<s>",), ("</s>",)  # sentence bounds: the pair ("<s>", "what?")
 
 
 def generic_penalty(
-    hypotheses: Sequence[Sequence[Token]], sources: Sequence[Sequence[Token]]
+    hypotheses: Sequence[Sequence[Token]],
+    sources: Sequence[Sequence[Token]],
+    *,
+    total: bool = False,
 ) -> list[float]:
     """A penalty in [-1, 0]: how much of a reply the batch's other inputs also got.
 
@@ -193,6 +196,10 @@ def generic_penalty(
     distinct-2 (Li et al. 2016, arXiv:1510.03055) made a per-reply reward. Rows with equal
     sources are one input (its K samples, its greedy reply, a source said twice), so an
     input's own replies never penalise each other. 0 when the batch holds one input.
+
+    With ``total`` the shares are summed, not averaged (the ``shared`` reward): each bigram
+    costs what it costs the batch's distinct-2, so padding a reply with common bigrams (which
+    BLEU's brevity penalty pays for) is no longer free.
     """
     if len(hypotheses) != len(sources):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(sources)} sources")
@@ -207,7 +214,7 @@ def generic_penalty(
     # A reply's own input holds each of its bigrams once: minus one leaves the other inputs.
     return [
         -math.fsum((inputs_with[g] - 1) * n for g, n in grams.items())
-        / (others * sum(grams.values()))
+        / (others * (1 if total else sum(grams.values())))
         for grams in bigrams
     ]
 
@@ -406,7 +413,7 @@ class RewardFunction:
     ) -> dict[str, list[float]]:
         """Each weighted component, unweighted, one value per reply."""
         scores: dict[str, list[float]] = {}
-        if {"bleu", "generic"} & set(self.weights):
+        if {"bleu", "generic", "shared"} & set(self.weights):
             words = as_words(replies, self.tokenizer)  # decoded once for both
         for name in self.weights:
             if name == "bleu":
@@ -416,6 +423,8 @@ class RewardFunction:
                 scores[name] = repeat_penalty(replies, sources)
             elif name == "generic":
                 scores[name] = generic_penalty(words, sources)
+            elif name == "shared":
+                scores[name] = generic_penalty(words, sources, total=True)
             elif name == "dull":
                 scores[name] = dull_penalty(self.model, replies, self.dull_replies, self.device)
             else:
