@@ -44,7 +44,10 @@ def toy_examples(n: int = 32) -> list[Example]:
 
 
 def scst_trainer(tmp_path, model, examples, reward, **config) -> SCSTTrainer:
-    defaults = dict(batch_size=16, samples=4, lr=1e-2, max_tokens=5, max_eval_pairs=16)
+    # Pure SCST unless a test asks for the mixed objective.
+    defaults = dict(
+        batch_size=16, samples=4, lr=1e-2, max_tokens=5, max_eval_pairs=16, ce_weight=0.0
+    )
     return SCSTTrainer(
         reward=reward,
         run=RunDir(tmp_path),
@@ -107,6 +110,21 @@ def test_the_loss_pushes_up_samples_that_beat_the_baseline(tmp_path):
     before = target_log_prob()
     trainer.train_step(examples, total_steps=1)
     assert target_log_prob() > before
+
+
+def test_the_mixed_objective_adds_the_weighted_reference_cross_entropy(tmp_path):
+    examples = toy_examples(16)
+    losses = {}
+    for weight in (0.0, 0.5):
+        trainer = scst_trainer(
+            tmp_path / str(weight), toy_model(), examples, TokenReward(), ce_weight=weight
+        )
+        torch.manual_seed(3)  # the same samples for both weights
+        losses[weight] = trainer.loss(examples)
+    (pure, _), (mixed, figures) = losses[0.0], losses[0.5]
+    assert "rl/ce_loss" not in losses[0.0][1]
+    assert figures["rl/ce_loss"] > 1.0  # an untrained model is far from the references
+    assert mixed.item() == pytest.approx(pure.item() + 0.5 * figures["rl/ce_loss"], rel=1e-5)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5])

@@ -172,8 +172,11 @@ class RLConfig(LoopConfig):
     reward: str = field(
         default=DEFAULT_REWARD, metadata={"help": "weighted rewards, e.g. bleu=1,dull=0.5"}
     )
+    # Measured on comedy (see README): at 0.2 the references' cross-entropy keeps the policy's
+    # words varied while BLEU lengthens its replies (distinct-2 rises instead of falling) and
+    # holds perplexity near the CE start; the RL step costs one more teacher-forced pass.
     ce_weight: float = field(
-        default=0.0, metadata={"help": "weight of cross-entropy on references (against drift)"}
+        default=0.2, metadata={"help": "weight of cross-entropy on references (against drift)"}
     )
     entropy_bonus: float = field(default=0.0, metadata={"help": "weight of the entropy bonus"})
     length_normalise: bool = field(
