@@ -18,6 +18,16 @@ from rlchat.tokenizer import ChatTokenizer
 from rlchat.train.loop import RunDir, pick_device
 
 
+def as_corpus_line(message: str) -> str:
+    """A chat message in the form of the corpus lines the model learned to answer.
+
+    99% of the corpus's inputs end in punctuation; a bare "hi" or "hello" is outside what the
+    model saw, and it loops on it ("hi hi hi there hi hi"). A final full stop brings it back.
+    """
+    stripped = message.rstrip()
+    return f"{stripped}." if stripped and stripped[-1].isalnum() else message
+
+
 @dataclass
 class Chatbot:
     name: str
@@ -64,7 +74,7 @@ class Chatbot:
         """Input ids the way training built them: cut to max tokens, context joined by <sep>."""
         max_tokens = self.tokenizer_config.max_tokens
         # Keep the end of an over-long message: its last words are what a reply answers.
-        source = self.tokenizer.encode(message)[-max_tokens:]
+        source = self.tokenizer.encode(as_corpus_line(message))[-max_tokens:]
         turns = self.data_config.context_turns
         if turns and history:
             past = self.tokenizer.encode_batch(list(history[-turns:]))
