@@ -53,6 +53,12 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, required=True, help="corpus directory")
     parser.add_argument("--samples", type=int, default=4, help="K samples per input")
     parser.add_argument("--reward", default=DEFAULT_REWARD, help="reward spec")
+    parser.add_argument(
+        "--ce-weight",
+        type=float,
+        default=RLConfig.ce_weight,
+        help="mixed objective: weight of the references' cross-entropy (0 = pure SCST)",
+    )
     parser.add_argument("--ce-steps", type=int, default=300, help="CE warm-up steps")
     parser.add_argument("--seconds", type=float, default=30, help="timed seconds per stage")
     parser.add_argument("--json", action="store_true", help="print JSON only")
@@ -106,7 +112,12 @@ def main() -> None:
         reward=reward_call,
         run=RunDir(scratch / "rl"),
         model=ce.model,
-        config=RLConfig(batch_size=batch_size, samples=args.samples, reward=args.reward),
+        config=RLConfig(
+            batch_size=batch_size,
+            samples=args.samples,
+            reward=args.reward,
+            ce_weight=args.ce_weight,
+        ),
         **common,
     )
     original_backward = torch.Tensor.backward
@@ -134,6 +145,7 @@ def main() -> None:
         "torch": torch.__version__,
         "samples": args.samples,
         "reward": args.reward,
+        "ce_weight": args.ce_weight,
         "ce_pairs_per_s": ce_pairs_per_s,
         "rl_pairs_per_s": rl_pairs_per_s,
         "ratio": rl_pairs_per_s / ce_pairs_per_s,
@@ -145,7 +157,8 @@ def main() -> None:
         return
     print(f"CE  {ce_pairs_per_s:7.1f} pairs/s (original configuration, batch {batch_size})")
     print(
-        f"RL  {rl_pairs_per_s:7.1f} pairs/s at K={args.samples}, reward {args.reward}: "
+        f"RL  {rl_pairs_per_s:7.1f} pairs/s at K={args.samples}, reward {args.reward}, "
+        f"ce weight {args.ce_weight}: "
         f"{summary['ratio']:.3f} of CE (goal >= {1 / 6:.3f})"
     )
     for name, share in sorted(breakdown.items(), key=lambda kv: -kv[1]):
