@@ -22,3 +22,11 @@ def test_the_bot_reads_a_bare_greeting_as_the_corpus_writes_it():
     bot = Chatbot(name="t", model=None, tokenizer=tokenizer, config={}, device=None)
     assert bot.encode_input("hi") == bot.encode_input("hi.") == tokenizer.encode("hi.")
     assert bot.encode_input("how are you?") == tokenizer.encode("how are you?")
+
+
+def test_past_turns_are_read_as_corpus_lines_too():
+    texts = ["hi.", "hello there.", "how are you?"] * 5
+    tokenizer = train_tokenizer(texts, TokenizerConfig(kind="word", min_count=1))
+    config = {"data": {"context_turns": 1}}
+    bot = Chatbot(name="t", model=None, tokenizer=tokenizer, config=config, device=None)
+    assert bot.encode_input("how are you?", ["hi"]) == bot.encode_input("how are you?", ["hi."])

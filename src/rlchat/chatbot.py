@@ -77,7 +77,7 @@ class Chatbot:
         source = self.tokenizer.encode(as_corpus_line(message))[-max_tokens:]
         turns = self.data_config.context_turns
         if turns and history:
-            past = self.tokenizer.encode_batch(list(history[-turns:]))
+            past = self.tokenizer.encode_batch([as_corpus_line(t) for t in history[-turns:]])
             source = with_context(source, past, turns, max_tokens)
         return source
 

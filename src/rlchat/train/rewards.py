@@ -182,7 +182,7 @@ def generic_penalty(
     *,
     total: bool = False,
 ) -> list[float]:
-    """A penalty in [-1, 0]: how much of a reply the batch's other inputs also got.
+    """A penalty in [-1, 0] (summed: [-bigrams, 0]): how much of a reply other inputs also got.
 
     For reply y of input i, over the bigrams g of ``<s> y </s>``::
 
@@ -414,7 +414,7 @@ class RewardFunction:
         """Each weighted component, unweighted, one value per reply."""
         scores: dict[str, list[float]] = {}
         if {"bleu", "generic", "shared"} & set(self.weights):
-            words = as_words(replies, self.tokenizer)  # decoded once for both
+            words = as_words(replies, self.tokenizer)  # decoded once for all word rewards
         for name in self.weights:
             if name == "bleu":
                 reference_words = [as_words(refs, self.tokenizer) for refs in references]
