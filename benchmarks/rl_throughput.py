@@ -7,7 +7,8 @@ unidirectional LSTM, hidden 512, embedding 50, general attention, batch 32). The
 first trained briefly with cross-entropy so that its replies end like a real bot's (a random
 model always runs to the length cap), then RL steps are timed with the default reward, split
 into decoding (greedy + K samples), reward, and the teacher-forced forward + backward pass.
-The CE throughput of the same model is measured in the same run for the ratio.
+The CE throughput of the same model is measured in the same run for the ratio. On CUDA
+(bf16 autocast) each timed part waits for its GPU work, so the shares stay true.
 """
 
 from __future__ import annotations
@@ -36,12 +37,20 @@ from rlchat.train.rewards import RewardFunction
 ORIGINAL_TOKENIZER = {"kind": "word", "min_count": 10, "max_tokens": 20}
 
 
-def timed(totals: dict[str, float], name: str, fn):  # noqa: ANN001, ANN201
-    """Wrap fn so its wall time adds up under ``name``."""
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that wall-clock time covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(totals: dict[str, float], name: str, fn, device: torch.device):  # noqa: ANN001, ANN201
+    """Wrap fn so its wall time (its GPU work included) adds up under ``name``."""
 
     def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        synchronize(device)
         start = time.perf_counter()
         result = fn(*args, **kwargs)
+        synchronize(device)
         totals[name] += time.perf_counter() - start
         return result
 
@@ -62,7 +71,10 @@ def main() -> None:
     parser.add_argument("--ce-steps", type=int, default=300, help="CE warm-up steps")
     parser.add_argument("--seconds", type=float, default=30, help="timed seconds per stage")
     parser.add_argument("--json", action="store_true", help="print JSON only")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to train")
+    parser.add_argument("--batch-size", type=int, default=0, help="inputs per step (0 = original)")
     args = parser.parse_args()
+    device = torch.device(args.device)
 
     import sys
 
@@ -70,6 +82,7 @@ def main() -> None:
     from train_throughput import ORIGINAL
 
     tokenizer_config, model_config, batch_size = ORIGINAL
+    batch_size = args.batch_size or batch_size
     corpus = load_corpus(args.corpus)
     dataset = prepare_dataset(corpus, DataConfig(genres=["comedy"]), tokenizer_config)
     model_config = replace(model_config, vocab_size=dataset.tokenizer.vocab_size)
@@ -81,33 +94,35 @@ def main() -> None:
         tokenizer_json="",
         train_examples=train,
         valid_examples=[],
-        device=torch.device("cpu"),
+        device=device,
         tensorboard=False,
     )
     ce = CrossEntropyTrainer(
         run=RunDir(scratch / "ce"),
-        model=Seq2Seq(model_config),
+        model=Seq2Seq(model_config).to(device),
         config=CrossEntropyConfig(batch_size=batch_size, lr=2e-3, warmup_steps=50),
         **common,
     )
-    batches = ce.epoch_batches(0)
+    batches = ce.epoch_batches(0)[: args.ce_steps]  # large batches: one epoch at most
     start, pairs = None, 0
-    for i, indices in enumerate(batches[: args.ce_steps]):
-        if i == args.ce_steps // 2:
+    for i, indices in enumerate(batches):
+        if i == len(batches) // 2:
+            synchronize(device)
             start, pairs = time.perf_counter(), 0
         ce.train_step([train[j] for j in indices], total_steps=len(batches))
         pairs += len(indices)
+    synchronize(device)
     ce_pairs_per_s = pairs / (time.perf_counter() - start)
 
     tokenizer: ChatTokenizer = dataset.tokenizer
-    judge = Seq2Seq(model_config)
+    judge = Seq2Seq(model_config).to(device)
     judge.load_state_dict(ce.model.state_dict())
     judge.eval().requires_grad_(False)
     reward = RewardFunction.from_spec(args.reward, judge=judge, tokenizer=tokenizer)
     totals: dict[str, float] = defaultdict(float)
-    scst.decode = timed(totals, "decode", scst.decode)
-    scst.sample_log_probs = timed(totals, "forward", scst.sample_log_probs)
-    reward_call = timed(totals, "reward", reward.__call__)
+    scst.decode = timed(totals, "decode", scst.decode, device)
+    scst.sample_log_probs = timed(totals, "forward", scst.sample_log_probs, device)
+    reward_call = timed(totals, "reward", reward.__call__, device)
     rl = scst.SCSTTrainer(
         reward=reward_call,
         run=RunDir(scratch / "rl"),
@@ -121,12 +136,13 @@ def main() -> None:
         **common,
     )
     original_backward = torch.Tensor.backward
-    torch.Tensor.backward = timed(totals, "backward", original_backward)
+    torch.Tensor.backward = timed(totals, "backward", original_backward, device)
     batches = rl.epoch_batches(0)
     start, pairs, steps = None, 0, 0
     try:
         for i, indices in enumerate(batches):
             if i == 3:  # warm-up steps excluded
+                synchronize(device)
                 totals.clear()
                 start, pairs, steps = time.perf_counter(), 0, 0
             rl.train_step([train[j] for j in indices], total_steps=len(batches))
@@ -136,12 +152,17 @@ def main() -> None:
                 break
     finally:
         torch.Tensor.backward = original_backward
+    synchronize(device)
     elapsed = time.perf_counter() - start
     rl_pairs_per_s = pairs / elapsed
     breakdown = {name: seconds / elapsed for name, seconds in totals.items()}
     breakdown["other"] = 1 - sum(breakdown.values())
+    machine = f"{platform.machine()}, {torch.get_num_threads()} threads"
+    if device.type == "cuda":
+        machine = f"{torch.cuda.get_device_name(device)} (bf16 autocast)"
     summary = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "machine": machine,
+        "batch_size": batch_size,
         "torch": torch.__version__,
         "samples": args.samples,
         "reward": args.reward,
@@ -155,6 +176,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(summary, indent=2))
         return
+    print(f"{machine}")
     print(f"CE  {ce_pairs_per_s:7.1f} pairs/s (original configuration, batch {batch_size})")
     print(
         f"RL  {rl_pairs_per_s:7.1f} pairs/s at K={args.samples}, reward {args.reward}, "

@@ -5,7 +5,10 @@
 Runs real training steps on comedy pairs at the original project's configuration (word
 tokenizer, min count 10, max 20 tokens, 1-layer unidirectional LSTM, hidden 512, embedding 50,
 general attention, batch 32) and at rlchat's default configuration, at teacher-forcing ratios
-1.0 and 0.5. Utilisation = analytic training FLOP/s / FLOP/s of a large matmul measured here.
+1.0 and 0.5. Utilisation = analytic training FLOP/s / FLOP/s of a large matmul measured here
+(fp32 on CPU; bf16 on CUDA, where training runs under bf16 autocast).
+
+    python benchmarks/train_throughput.py --corpus DIR --device cuda --batch-size 256
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from rlchat.corpus import load_corpus
 from rlchat.dataset import prepare_dataset
 from rlchat.model import Seq2Seq
 from rlchat.train.cross_entropy import CrossEntropyTrainer
-from rlchat.train.distributed import init_world
+from rlchat.train.distributed import device_for, init_world
 from rlchat.train.loop import RunDir
 
 ORIGINAL = (
@@ -48,14 +51,27 @@ ORIGINAL = (
 DEFAULT = (TokenizerConfig(), ModelConfig(), CrossEntropyConfig().batch_size)
 
 
-def matmul_flops(size: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of a large fp32 matmul: the machine's practical peak for this work."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that wall-clock time covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_flops(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a large matmul (fp32 on CPU, bf16 on CUDA): the practical peak for this work."""
+    if device.type == "cuda":
+        size, repeats, dtype = 8192, 50, torch.bfloat16
+    else:
+        dtype = torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    synchronize(device)
     return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
@@ -84,7 +100,15 @@ def forward_flops(config: ModelConfig, src_len: int, tgt_len: int) -> float:
 
 
 def measure(
-    corpus, tokenizer_config, model_config, batch_size, teacher_forcing, seconds, run_dir, world
+    corpus,
+    tokenizer_config,
+    model_config,
+    batch_size,
+    teacher_forcing,
+    seconds,
+    run_dir,
+    world,
+    device,
 ):
     dataset = prepare_dataset(corpus, DataConfig(genres=["comedy"]), tokenizer_config)
     model_config = replace(model_config, vocab_size=dataset.tokenizer.vocab_size)
@@ -95,11 +119,11 @@ def measure(
         run=RunDir(run_dir),
         run_config={},
         tokenizer_json="",
-        model=Seq2Seq(model_config),
+        model=Seq2Seq(model_config).to(device),
         train_examples=examples,
         valid_examples=[],
         config=train_config,
-        device=torch.device("cpu"),
+        device=device,
         tensorboard=False,
         world=world,
     )
@@ -111,6 +135,7 @@ def measure(
     for i, indices in enumerate(batches):
         chunk = [examples[j] for j in indices]
         if i == 5:  # warm-up steps excluded
+            synchronize(device)
             start = time.perf_counter()
         trainer.train_step(chunk[world.rank :: world.size], total_steps=len(batches))
         if start is not None:
@@ -121,6 +146,7 @@ def measure(
             )
             if world.any(time.perf_counter() - start >= seconds):
                 break
+    synchronize(device)
     elapsed = time.perf_counter() - start
     return {
         "vocab_size": model_config.vocab_size,
@@ -143,6 +169,10 @@ def main() -> None:
     parser.add_argument(
         "--nproc", type=int, default=1, help="data-parallel processes (original config only)"
     )
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to train")
+    parser.add_argument(
+        "--batch-size", type=int, default=0, help="pairs per step for every setting (0 = its own)"
+    )
     args = parser.parse_args()
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         # Relaunch under torchrun; each process then joins the group below.
@@ -153,19 +183,23 @@ def main() -> None:
                    str(args.nproc), sys.argv[0], *rest]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         raise SystemExit(subprocess.call(command, env=env))
-    world = init_world(torch.device("cpu"))
+    world = init_world(torch.device(args.device))
+    device = device_for(world, torch.device(args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
     corpus = load_corpus(args.corpus)
-    peak = matmul_flops()
+    peak = matmul_flops(device)
     results = []
     settings = {"original": ORIGINAL, "default": DEFAULT}
     ratios = (1.0, 0.5)
     if world.distributed:
         settings, ratios = {"original": ORIGINAL}, (1.0,)
     for name, (tok, model, batch) in settings.items():
+        batch = args.batch_size or batch
         for ratio in ratios:
-            result = measure(corpus, tok, model, batch, ratio, args.seconds, args.out, world)
+            result = measure(
+                corpus, tok, model, batch, ratio, args.seconds, args.out, world, device
+            )
             result["processes"] = world.size
             result["config"] = name
             result["mfu"] = result["model_flops_per_s"] / peak
@@ -174,10 +208,13 @@ def main() -> None:
                 print(
                     f"{name:8s} tf={ratio:.1f}  {result['pairs_per_s']:7.1f} pairs/s  "
                     f"{result['target_tokens_per_s']:8.0f} tokens/s  "
-                    f"MFU {result['mfu']:.2f}  (V={result['vocab_size']}, batch {batch})"
+                    f"MFU {result['mfu']:.1%}  (V={result['vocab_size']}, batch {batch})"
                 )
+    machine = f"{platform.machine()}, {torch.get_num_threads()} threads"
+    if device.type == "cuda":
+        machine = f"{torch.cuda.get_device_name(device)} (bf16 autocast)"
     summary = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "machine": machine,
         "torch": torch.__version__,
         "matmul_gflops": peak / 1e9,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -188,7 +225,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"matmul peak {peak / 1e9:.0f} GFLOP/s; peak RSS {summary['peak_rss_mib']:.0f} MiB")
+        print(
+            f"{machine}: matmul peak {peak / 1e9:.0f} GFLOP/s; "
+            f"peak RSS {summary['peak_rss_mib']:.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

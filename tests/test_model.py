@@ -5,7 +5,7 @@ import torch
 
 from rlchat.batching import make_batch
 from rlchat.config import ModelConfig
-from rlchat.model import Seq2Seq
+from rlchat.model import Seq2Seq, dropout_disabled
 
 V = 40
 
@@ -87,3 +87,19 @@ def test_tied_embeddings_share_one_tensor():
 def test_unknown_attention_is_refused():
     with pytest.raises(ValueError, match="unknown attention"):
         tiny_model(attention="bahdanau")
+
+
+def test_dropout_disabled_is_training_mode_with_eval_outputs_and_restores_the_model():
+    model = tiny_model(dropout=0.5, layers=2)
+    sources, replies = random_examples(6)
+    model.eval()
+    expected = logits_of(model, sources, replies)
+    model.train()
+    with dropout_disabled(model):
+        assert model.training  # cuDNN's LSTM backward needs training mode
+        torch.testing.assert_close(logits_of(model, sources, replies), expected)
+    assert model.training
+    assert all(m.p == 0.5 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+    assert all(m.dropout == 0.5 for m in model.modules() if isinstance(m, torch.nn.LSTM))
+    torch.manual_seed(0)
+    assert not torch.allclose(logits_of(model, sources, replies), expected)  # dropout back on

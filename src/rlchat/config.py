@@ -16,11 +16,13 @@ class DataConfig:
         default_factory=list, metadata={"help": "genres to keep; empty = all"}
     )
     split_seed: int = field(default=0, metadata={"help": "seed of the conversation-level split"})
-    # 90/5/5 by conversation: enough held-out pairs for bootstrap intervals on one genre.
+    # 85/5/10 by conversation. Sentence BLEU-2 is heavy-tailed (a few exact matches of short
+    # replies carry much of its mean): at 5% test (1,658 comedy pairs in the excerpt) its
+    # bootstrap interval is about +-0.004, as wide as the gain RL makes, so test gets 10%.
     valid_fraction: float = field(
         default=0.05, metadata={"help": "share of conversations in validation"}
     )
-    test_fraction: float = field(default=0.05, metadata={"help": "share of conversations in test"})
+    test_fraction: float = field(default=0.10, metadata={"help": "share of conversations in test"})
     lenient: bool = field(default=False, metadata={"help": "skip and count malformed corpus lines"})
     context_turns: int = field(
         default=0, metadata={"help": "previous utterances joined to the input"}
@@ -159,7 +161,9 @@ class RLConfig(LoopConfig):
     eval_every: int = field(
         default=100, metadata={"help": "validate every N steps (0 = per epoch)"}
     )
-    max_eval_pairs: int = field(default=500, metadata={"help": "cap on validation pairs"})
+    # The whole validation split (a few seconds a check): the best checkpoint is chosen on it,
+    # and on 500 pairs the choice followed noise.
+    max_eval_pairs: int = field(default=2000, metadata={"help": "cap on validation pairs"})
     patience: int = field(default=0, metadata={"help": "stop after N evals without improvement"})
     checkpoint_every: int = field(
         default=100, metadata={"help": "save resumable state every N steps"}

@@ -187,7 +187,7 @@ def split_pairs(
     *,
     seed: int = 0,
     valid_fraction: float = 0.05,
-    test_fraction: float = 0.05,
+    test_fraction: float = 0.10,
 ) -> dict[Split, list[Pair]]:
     """Pairs by split; all pairs of a conversation land in the same split."""
     if valid_fraction < 0 or test_fraction < 0 or valid_fraction + test_fraction >= 1:

@@ -9,6 +9,8 @@ V vocabulary size, N number of real (non-padding) target tokens in a batch.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +20,31 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rlchat.config import ModelConfig
 from rlchat.tokenizer import PAD_ID
+
+
+@contextlib.contextmanager
+def dropout_disabled(model: nn.Module) -> Iterator[None]:
+    """Training mode with every dropout probability at 0; the model's state comes back on exit.
+
+    RL scores its samples with gradient under the policy that drew them, so without dropout;
+    eval mode would do that on CPU, but cuDNN's LSTM backward runs only in training mode.
+    """
+    dropouts = [(m, m.p) for m in model.modules() if isinstance(m, nn.Dropout)]
+    rnns = [(m, m.dropout) for m in model.modules() if isinstance(m, nn.RNNBase)]
+    was_training = model.training
+    try:
+        for module, _ in dropouts:
+            module.p = 0.0
+        for module, _ in rnns:
+            module.dropout = 0.0
+        model.train()
+        yield
+    finally:
+        for module, p in dropouts:
+            module.p = p
+        for module, p in rnns:
+            module.dropout = p
+        model.train(was_training)
 
 
 class LuongAttention(nn.Module):

@@ -28,7 +28,8 @@ from rlchat.train.loop import RunDir, RunError
 logger = logging.getLogger(__name__)
 
 DONE_FILE = "done.json"
-# Shares of the training budget: CE learns the language, RL then sharpens it.
+# Shares of the training budget: CE learns the language, RL then sharpens it. RL also gets
+# whatever CE leaves unused when early stopping ends it sooner.
 CE_SHARE, RL_SHARE = 0.6, 0.3
 
 
@@ -97,6 +98,7 @@ def train_ce_stage(plan: QuickstartPlan, corpus: Corpus) -> None:
     if run_is_complete(plan.ce_dir):
         logger.info("cross-entropy run %s is complete; skipping", plan.ce_dir)
         return
+    start = time.monotonic()
     summary = train_cross_entropy(
         out=plan.ce_dir,
         corpus=corpus,
@@ -109,7 +111,19 @@ def train_ce_stage(plan: QuickstartPlan, corpus: Corpus) -> None:
         device=plan.device,
         progress=plan.progress,
     )
+    summary["minutes"] = (time.monotonic() - start) / 60
     mark_done(plan.ce_dir, summary)
+
+
+def rl_minutes(plan: QuickstartPlan) -> float:
+    """RL's share of the budget plus what CE left unused (its own share when CE's time is unknown)."""
+    try:
+        done = json.loads((plan.ce_dir / DONE_FILE).read_text(encoding="utf-8"))
+        ce_minutes = float(done["minutes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        ce_minutes = plan.minutes * CE_SHARE
+    unused = max(0.0, plan.minutes * CE_SHARE - ce_minutes)
+    return plan.minutes * RL_SHARE + unused
 
 
 def train_rl_stage(plan: QuickstartPlan, corpus: Corpus) -> None:
@@ -122,7 +136,7 @@ def train_rl_stage(plan: QuickstartPlan, corpus: Corpus) -> None:
         init=plan.ce_dir,
         out=plan.rl_dir,
         corpus=corpus,
-        rl_config=RLConfig(epochs=100, max_minutes=plan.minutes * RL_SHARE),
+        rl_config=RLConfig(epochs=100, max_minutes=rl_minutes(plan)),
         resume=RunDir(plan.rl_dir).exists(),
         device=plan.device,
         progress=plan.progress,
@@ -168,7 +182,7 @@ def run_quickstart(plan: QuickstartPlan, corpus: Corpus) -> dict[str, Any]:
         "reinforcement learning (SCST)",
         2,
         stages,
-        plan.minutes * RL_SHARE,
+        rl_minutes(plan),
         lambda: train_rl_stage(plan, corpus),
     )
     evaluation = run_stage(

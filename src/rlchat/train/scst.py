@@ -37,7 +37,7 @@ from rlchat.corpus import Corpus
 from rlchat.dataset import Example, prepare_dataset
 from rlchat.decoding import DecodeResult, SelfCriticalSampling, decode
 from rlchat.decoding.base import length_mask
-from rlchat.model import Seq2Seq
+from rlchat.model import Seq2Seq, dropout_disabled
 from rlchat.tokenizer import BOS_ID, ChatTokenizer
 from rlchat.train.cross_entropy import token_loss
 from rlchat.train.distributed import device_for, init_world
@@ -178,7 +178,7 @@ class SCSTTrainer(Trainer):
             solved = greedy_parts["bleu"].to(self.device) >= 1.0 - 1e-9
             advantage = advantage.masked_fill(solved.unsqueeze(1), 0.0)
 
-        with autocast(self.device):
+        with dropout_disabled(model), autocast(self.device):
             log_prob, lengths, entropy = sample_log_probs(
                 self.net, src, src_lengths, samples, k, self.sampling
             )
