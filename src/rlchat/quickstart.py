@@ -116,7 +116,7 @@ def train_ce_stage(plan: QuickstartPlan, corpus: Corpus) -> None:
 
 
 def rl_minutes(plan: QuickstartPlan) -> float:
-    """RL's share of the budget plus what CE left unused (its own share when CE's time is unknown)."""
+    """RL's share of the budget plus what CE left unused (CE's share if its time is unknown)."""
     try:
         done = json.loads((plan.ce_dir / DONE_FILE).read_text(encoding="utf-8"))
         ce_minutes = float(done["minutes"])
