@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
 from rlchat.batching import encode_inputs, make_batch
-from rlchat.config import ModelConfig
+from rlchat.config import ModelConfig, TokenizerConfig
 from rlchat.model import Seq2Seq
-from rlchat.tokenizer import BOS_ID, EOS_ID
+from rlchat.tokenizer import BOS_ID, EOS_ID, train_tokenizer
 from rlchat.train.rewards import (
     REWARD_NAMES,
     RewardFunction,
@@ -21,6 +21,8 @@ from rlchat.train.rewards import (
     parse_reward_spec,
     repeat_penalty,
     sequence_log_likelihood,
+    stock_penalty,
+    stock_replies,
 )
 
 VOCAB = 30
@@ -348,7 +350,7 @@ def test_reward_function_sums_weighted_components_and_returns_each():
     expected = [sum(weights[k] * parts[k][i] for k in weights) for i in range(len(replies))]
     assert total.shape == (3,) and total.dtype == torch.float32
     assert total.tolist() == pytest.approx(expected, abs=1e-5)
-    assert set(components) == set(REWARD_NAMES)
+    assert set(components) == set(REWARD_NAMES) - {"stock"}  # stock reads text: tested below
     for name, values in parts.items():
         assert components[name].tolist() == pytest.approx(values, abs=1e-5)
 
@@ -368,3 +370,34 @@ def test_reward_function_checks_its_configuration():
         RewardFunction({"fun": 1.0})
     with pytest.raises(ValueError, match="no reward"):
         RewardFunction({})
+
+
+# --------------------------------------------------------------------------- stock replies
+
+TRAINING_REPLIES = ["What?", "what?!", "Yes.", "What?", "Yes!", "I'll be there at noon.", "No."]
+
+
+def test_stock_replies_are_the_dull_list_and_the_commonest_training_replies():
+    stock = stock_replies(TRAINING_REPLIES, k=2)
+    assert {"what", "yes"} <= stock  # "What?" x3, "Yes." x2; "No." x1 is not among the top 2
+    assert "no" not in stock and "i'll be there at noon" not in stock
+    assert "i don't know" in stock and "you know what i mean" in stock  # Li et al.'s list
+
+
+def test_stock_penalty_prices_exactly_the_stock_replies_in_any_case_or_punctuation():
+    stock = stock_replies(TRAINING_REPLIES, k=2)
+    replies = ["I don't know.", "i don't know why she left", "WHAT?!", "what time is it?", ""]
+    assert stock_penalty(replies, stock) == [-1.0, 0.0, -1.0, 0.0, 0.0]
+
+
+def test_reward_function_scores_stock_replies_through_the_tokenizer():
+    texts = ["i don't know .", "what ?", "the train leaves at noon ."]
+    tokenizer = train_tokenizer(texts, TokenizerConfig(kind="word", min_count=1))
+    stock = stock_replies(["What?", "What?", "Sure."], k=1)
+    reward = RewardFunction({"stock": 0.5}, tokenizer=tokenizer, stock=stock)
+    replies = tokenizer.encode_batch(texts)
+    total, parts = reward(replies, [[5]] * 3, [[[5]]] * 3)
+    assert parts["stock"].tolist() == [-1.0, -1.0, 0.0]
+    assert total.tolist() == [-0.5, -0.5, 0.0]
+    with pytest.raises(ValueError, match="stock"):
+        RewardFunction({"stock": 0.5}, tokenizer=tokenizer)

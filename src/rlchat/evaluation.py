@@ -206,7 +206,9 @@ def compare(
     return [{"baseline": baseline.name, "run": other.name, **row} for row in rows]
 
 
-def reward_for(bots: list[Chatbot], spec: str | None) -> tuple[RewardFunction, Any]:
+def reward_for(
+    bots: list[Chatbot], spec: str | None, training_replies: Sequence[str] = ()
+) -> tuple[RewardFunction, Any]:
     """The RL run's own reward (judged by its frozen CE start), else the default reward."""
     from rlchat.config import DEFAULT_REWARD
 
@@ -217,7 +219,11 @@ def reward_for(bots: list[Chatbot], spec: str | None) -> tuple[RewardFunction, A
     else:
         judge = bots[0]
     reward = RewardFunction.from_spec(
-        spec or DEFAULT_REWARD, judge=judge.model, tokenizer=judge.tokenizer, device=judge.device
+        spec or DEFAULT_REWARD,
+        judge=judge.model,
+        tokenizer=judge.tokenizer,
+        device=judge.device,
+        training_replies=training_replies,
     )
     return reward, judge.tokenizer
 
@@ -238,7 +244,7 @@ def evaluate_runs(
     train_replies = [p.reply for p in splits["train"]]
     dull = {canonical_reply(d) for d in DULL_REPLIES} | set(most_frequent(train_replies))
     eval_set = build_eval_set(splits[split], dull, max_pairs=max_pairs)
-    reward, reward_tokenizer = reward_for(bots, reward_spec)
+    reward, reward_tokenizer = reward_for(bots, reward_spec, train_replies)
     results = []
     for bot in bots:
         logger.info("evaluating %s on %d %s pairs", bot.name, len(eval_set.pairs), split)

@@ -8,15 +8,13 @@ Translation Evaluation", EMNLP 2004, https://aclanthology.org/W04-3250.
 from __future__ import annotations
 
 import math
-import string
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import sacrebleu
 
-from rlchat.tokenizer import normalize_text
-from rlchat.train.rewards import DULL_REPLIES, bleu2
+# canonical_reply and most_frequent live with the rewards (the stock reward uses them too).
+from rlchat.train.rewards import DULL_REPLIES, bleu2, canonical_reply, most_frequent  # noqa: F401
 
 # --------------------------------------------------------------------------- overlap
 
@@ -74,21 +72,6 @@ def distinct_n(replies: Iterable[str], n: int) -> float:
 def mean_length(replies: Sequence[str]) -> float:
     """Mean number of whitespace words per reply; 0 for no replies."""
     return sum(len(r.split()) for r in replies) / len(replies) if replies else 0.0
-
-
-def canonical_reply(text: str) -> str:
-    """The form replies are compared in: normalised, single-spaced, no trailing punctuation.
-
-    "I don't know." and "i don't know" are the same dull reply.
-    """
-    return normalize_text(text).rstrip(string.punctuation + " ")
-
-
-def most_frequent(texts: Iterable[str], k: int = 20) -> list[str]:
-    """The k commonest replies in canonical form, commonest first (ties: first seen first)."""
-    counts = Counter(canonical_reply(t) for t in texts)
-    counts.pop("", None)  # a reply of punctuation alone is not a reply anyone would list
-    return [text for text, _ in counts.most_common(k)]
 
 
 def dull_rate(replies: Sequence[str], dull_replies: Iterable[str] = DULL_REPLIES) -> float:

@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import contextlib
 import math
+import string
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from rlchat.batching import encode_inputs, make_batch
 from rlchat.model import DecoderState, Seq2Seq
-from rlchat.tokenizer import ChatTokenizer
+from rlchat.tokenizer import ChatTokenizer, normalize_text
 
 Token = Hashable  # a token id or a word: BLEU and the repeat penalty only compare tokens
 
-REWARD_NAMES = ("bleu", "dull", "repeat", "coherence", "generic", "shared")
+REWARD_NAMES = ("bleu", "dull", "repeat", "coherence", "generic", "shared", "stock")
 
 # Li et al. 2016, sec. 3.2: the list S of dull responses behind "ease of answering".
 DULL_REPLIES = (
@@ -326,6 +327,36 @@ def coherence(
     return sequence_log_likelihood(model, sources, replies, device).tolist()
 
 
+def canonical_reply(text: str) -> str:
+    """The form replies are compared in: normalised, single-spaced, no trailing punctuation.
+
+    "I don't know." and "i don't know" are the same dull reply.
+    """
+    return normalize_text(text).rstrip(string.punctuation + " ")
+
+
+def most_frequent(texts: Iterable[str], k: int = 20) -> list[str]:
+    """The k commonest replies in canonical form, commonest first (ties: first seen first)."""
+    counts = Counter(canonical_reply(t) for t in texts)
+    counts.pop("", None)  # a reply of punctuation alone is not a reply anyone would list
+    return [text for text, _ in counts.most_common(k)]
+
+
+def stock_replies(training_replies: Iterable[str], k: int = 20) -> set[str]:
+    """Li et al.'s dull list and the k commonest training replies, in canonical form: the
+    replies that fit any input, which evaluation counts as dull."""
+    return {canonical_reply(d) for d in DULL_REPLIES} | set(most_frequent(training_replies, k))
+
+
+def stock_penalty(replies: Sequence[str], stock: Collection[str]) -> list[float]:
+    """-1 for a stock reply ("i don't know.", "what?"), else 0.
+
+    BLEU against many references pays a stock reply well wherever the input is ambiguous,
+    so RL learns to fall back on one; this prices the fallback.
+    """
+    return [-1.0 if canonical_reply(reply) in stock else 0.0 for reply in replies]
+
+
 # --------------------------------------------------------------------------- combination
 
 
@@ -370,6 +401,7 @@ class RewardFunction:
         dull_replies: Sequence[Sequence[int]] = (),
         device: torch.device | str = "cpu",
         tokenizer: ChatTokenizer | None = None,
+        stock: Collection[str] = (),
     ) -> None:
         unknown = sorted(set(weights) - set(REWARD_NAMES))
         if unknown:
@@ -381,11 +413,14 @@ class RewardFunction:
             raise ValueError(f"rewards {needs_model} need a frozen model")
         if "dull" in weights and not dull_replies:
             raise ValueError("the dull reward needs the dull replies as token ids")
+        if "stock" in weights and (not stock or tokenizer is None):
+            raise ValueError("the stock reward needs the stock replies and a tokenizer")
         self.weights = dict(weights)
         self.model = model
         self.dull_replies = [list(d) for d in dull_replies]
         self.device = torch.device(device)
         self.tokenizer = tokenizer
+        self.stock = frozenset(stock)
 
     @classmethod
     def from_spec(
@@ -395,14 +430,17 @@ class RewardFunction:
         judge: Seq2Seq,
         tokenizer: ChatTokenizer,
         device: torch.device | str = "cpu",
+        training_replies: Iterable[str] = (),
     ) -> RewardFunction:
-        """The reward a spec like "bleu=1,dull=0.5" names, judged by a frozen CE model."""
+        """The reward a spec like "bleu=1,dull=0.5" names, judged by a frozen CE model; the
+        training replies give the ``stock`` reward its commonest replies."""
         return cls(
             parse_reward_spec(spec),
             model=judge,
             dull_replies=tokenizer.encode_batch(list(DULL_REPLIES)),
             device=device,
             tokenizer=tokenizer,
+            stock=stock_replies(training_replies),
         )
 
     def components(
@@ -425,6 +463,9 @@ class RewardFunction:
                 scores[name] = generic_penalty(words, sources)
             elif name == "shared":
                 scores[name] = generic_penalty(words, sources, total=True)
+            elif name == "stock":
+                texts = self.tokenizer.decode_batch([list(r) for r in replies])
+                scores[name] = stock_penalty(texts, self.stock)
             elif name == "dull":
                 scores[name] = dull_penalty(self.model, replies, self.dull_replies, self.device)
             else:

@@ -293,7 +293,11 @@ def train_rl(
     # The frozen CE model judges dullness and coherence; the policy must not grade itself.
     judge = copy.deepcopy(policy).eval().requires_grad_(False)
     reward = RewardFunction.from_spec(
-        rl_config.reward, judge=judge, tokenizer=tokenizer, device=torch_device
+        rl_config.reward,
+        judge=judge,
+        tokenizer=tokenizer,
+        device=torch_device,
+        training_replies=[e.pair.reply for e in dataset.splits["train"].examples],
     )
     seed_everything(rl_config.seed)
     trainer = SCSTTrainer(
