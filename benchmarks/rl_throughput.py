@@ -118,7 +118,12 @@ def main() -> None:
     judge = Seq2Seq(model_config).to(device)
     judge.load_state_dict(ce.model.state_dict())
     judge.eval().requires_grad_(False)
-    reward = RewardFunction.from_spec(args.reward, judge=judge, tokenizer=tokenizer)
+    reward = RewardFunction.from_spec(
+        args.reward,
+        judge=judge,
+        tokenizer=tokenizer,
+        training_replies=[e.pair.reply for e in train],
+    )
     totals: dict[str, float] = defaultdict(float)
     scst.decode = timed(totals, "decode", scst.decode, device)
     scst.sample_log_probs = timed(totals, "forward", scst.sample_log_probs, device)

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS=${CORPUS:-../shared/data/cornell-excerpt}
 OUT=${OUT:-runs/experiment-comedy}
-MINUTES=${MINUTES:-20}   # 60% cross-entropy, 30% RL
+MINUTES=${MINUTES:-20}   # 60% cross-entropy, 30% RL plus what CE leaves unused
 
 .venv/bin/rlchat quickstart --genre comedy --corpus "$CORPUS" --minutes "$MINUTES" \
   --out "$OUT" --no-serve --no-progress
