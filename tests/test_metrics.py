@@ -186,3 +186,23 @@ def test_paired_bootstrap_metric_compares_corpus_bleu():
     )
     assert diff == pytest.approx(100.0 - corpus_bleu(HYPOTHESES, references))
     assert 0.0 < low <= high <= 100.0 + 1e-9
+
+
+def test_recentred_bootstrap_keeps_distinct_n_intervals_around_the_observed_difference():
+    # Every reply of b is different, a says one thing: resamples repeat b's replies and cut
+    # its distinct-2, so the plain interval falls below the observed difference.
+    a = ["i do not know ."] * 40
+    b = [f"reply number {i} here ." for i in range(40)]
+
+    def distinct_of(replies):
+        return lambda indices: distinct_n([replies[i] for i in indices], 2)
+
+    plain = paired_bootstrap_metric(distinct_of(a), distinct_of(b), n=40, resamples=300)
+    centred = paired_bootstrap_metric(
+        distinct_of(a), distinct_of(b), n=40, resamples=300, recentre=True
+    )
+    observed = distinct_n(b, 2) - distinct_n(a, 2)
+    assert plain[0] == centred[0] == pytest.approx(observed)
+    assert plain[2] < observed  # the bias the recentring removes
+    assert centred[1] <= observed <= centred[2]
+    assert centred[2] - centred[1] == pytest.approx(plain[2] - plain[1])

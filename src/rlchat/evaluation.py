@@ -191,9 +191,9 @@ def compare(
         references = np.asarray(eval_set.references, dtype=object)
         return lambda idx: fn(list(replies[idx]), list(references[idx]))
 
-    for metric, fn in (
-        ("sacrebleu", corpus_bleu),
-        ("distinct2", lambda replies, _refs: distinct_n(replies, 2)),
+    for metric, fn, recentre in (
+        ("sacrebleu", corpus_bleu, False),
+        ("distinct2", lambda replies, _refs: distinct_n(replies, 2), True),
     ):
         diff, low, high = paired_bootstrap_metric(
             corpus_metric(baseline, fn),
@@ -201,6 +201,7 @@ def compare(
             len(eval_set.pairs),
             resamples=resamples,
             seed=seed,
+            recentre=recentre,
         )
         rows.append({"metric": metric, "diff": diff, "low": low, "high": high})
     return [{"baseline": baseline.name, "run": other.name, **row} for row in rows]

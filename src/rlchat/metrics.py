@@ -160,15 +160,21 @@ def paired_bootstrap_metric(
     resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    recentre: bool = False,
 ) -> tuple[float, float, float]:
     """`paired_bootstrap` for corpus-level metrics such as corpus BLEU.
 
     ``metric_x(indices)`` scores system x on the examples at `indices` (repeats included);
     returns (metric_b - metric_a on all n examples, low, high). The same seed draws the same
-    samples as `paired_bootstrap`.
+    samples as `paired_bootstrap`. ``recentre`` shifts the resampled differences so that their
+    mean is the observed one, keeping their spread: for distinct-n, whose resamples repeat
+    replies and so lose distinct n-grams (the more varied system loses more), the plain
+    percentile interval can miss the observed difference altogether.
     """
     indices = _resamples(n, resamples, seed)  # (resamples, n)
     everything = np.arange(n)
     observed = metric_b(everything) - metric_a(everything)
     differences = np.array([metric_b(sample) - metric_a(sample) for sample in indices])
+    if recentre:
+        differences = differences + (observed - differences.mean())
     return _interval(observed, differences, confidence)
