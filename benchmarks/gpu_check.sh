@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CUDA check and GPU figures, for a machine with a GPU and PyTorch (CUDA build) installed.
 # Trains CE and RL briefly on CUDA through the CLI (bf16 autocast, pinned memory), resumes the
-# CE run, evaluates both, then runs the training and RL throughput benchmarks on the GPU.
+# finished CE run (it must load its CUDA checkpoint and stop at once), evaluates both, then runs
+# the training and RL throughput benchmarks on the GPU.
 #
 #   CORPUS=../shared/data/cornell-excerpt bash benchmarks/gpu_check.sh [LOG_DIR]
 set -euo pipefail
@@ -18,11 +19,11 @@ rlchat() { "$PY" -m rlchat "$@"; }
 [ "$DEVICE" = cuda ] && nvidia-smi -L
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available())'
 
-echo "== CE on CUDA, then resumed to more steps"
+echo "== CE on CUDA, then resumed from its checkpoint"
 rlchat train ce --corpus "$CORPUS" --genre comedy --out "$RUNS/ce" --device "$DEVICE" \
   --max-steps 400 --eval-every 200 --no-progress 2>&1 | tail -3
-rlchat train ce --resume "$RUNS/ce" --corpus "$CORPUS" --device "$DEVICE" --max-steps 600 \
-  --no-progress 2>&1 | tail -3
+rlchat train ce --resume "$RUNS/ce" --corpus "$CORPUS" --device "$DEVICE" --no-progress \
+  2>&1 | tail -3
 echo "== RL on CUDA"
 rlchat train rl --init "$RUNS/ce" --out "$RUNS/rl" --corpus "$CORPUS" --device "$DEVICE" \
   --max-steps 100 --eval-every 50 --no-progress 2>&1 | tail -3

@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from train_throughput import ORIGINAL, synchronize  # the script's folder is on sys.path
 
 from rlchat.config import DEFAULT_REWARD, CrossEntropyConfig, DataConfig, RLConfig
 from rlchat.corpus import load_corpus
@@ -32,15 +33,9 @@ from rlchat.tokenizer import ChatTokenizer
 from rlchat.train import scst
 from rlchat.train.cross_entropy import CrossEntropyTrainer
 from rlchat.train.loop import RunDir
-from rlchat.train.rewards import RewardFunction
+from rlchat.train.rewards import RewardFunction, stock_replies
 
 ORIGINAL_TOKENIZER = {"kind": "word", "min_count": 10, "max_tokens": 20}
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work, so that wall-clock time covers it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(totals: dict[str, float], name: str, fn, device: torch.device):  # noqa: ANN001, ANN201
@@ -75,11 +70,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=0, help="inputs per step (0 = original)")
     args = parser.parse_args()
     device = torch.device(args.device)
-
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from train_throughput import ORIGINAL
 
     tokenizer_config, model_config, batch_size = ORIGINAL
     batch_size = args.batch_size or batch_size
@@ -122,7 +112,7 @@ def main() -> None:
         args.reward,
         judge=judge,
         tokenizer=tokenizer,
-        training_replies=[e.pair.reply for e in train],
+        stock=stock_replies(e.pair.reply for e in train),
     )
     totals: dict[str, float] = defaultdict(float)
     scst.decode = timed(totals, "decode", scst.decode, device)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from rlchat.config import DataConfig
+
 logger = logging.getLogger(__name__)
 
 SEPARATOR = " +++$+++ "
@@ -186,8 +188,8 @@ def split_pairs(
     pairs: Iterable[Pair],
     *,
     seed: int = 0,
-    valid_fraction: float = 0.05,
-    test_fraction: float = 0.10,
+    valid_fraction: float = DataConfig.valid_fraction,
+    test_fraction: float = DataConfig.test_fraction,
 ) -> dict[Split, list[Pair]]:
     """Pairs by split; all pairs of a conversation land in the same split."""
     if valid_fraction < 0 or test_fraction < 0 or valid_fraction + test_fraction >= 1:

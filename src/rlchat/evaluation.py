@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,13 +26,12 @@ from rlchat.metrics import (
     distinct_n,
     is_repetitive,
     mean_length,
-    most_frequent,
     paired_bootstrap,
     paired_bootstrap_metric,
 )
 from rlchat.tokenizer import normalize_text
 from rlchat.train.cross_entropy import evaluate_loss
-from rlchat.train.rewards import DULL_REPLIES, RewardFunction, bleu2
+from rlchat.train.rewards import RewardFunction, bleu2, stock_replies
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +207,7 @@ def compare(
 
 
 def reward_for(
-    bots: list[Chatbot], spec: str | None, training_replies: Sequence[str] = ()
+    bots: list[Chatbot], spec: str | None, stock: Collection[str] = ()
 ) -> tuple[RewardFunction, Any]:
     """The RL run's own reward (judged by its frozen CE start), else the default reward."""
     from rlchat.config import DEFAULT_REWARD
@@ -224,7 +223,7 @@ def reward_for(
         judge=judge.model,
         tokenizer=judge.tokenizer,
         device=judge.device,
-        training_replies=training_replies,
+        stock=stock,
     )
     return reward, judge.tokenizer
 
@@ -243,9 +242,9 @@ def evaluate_runs(
     """Evaluate bots on the same held-out pairs; the first bot is the baseline of comparisons."""
     decode = decode or DecodeConfig()
     train_replies = [p.reply for p in splits["train"]]
-    dull = {canonical_reply(d) for d in DULL_REPLIES} | set(most_frequent(train_replies))
+    dull = stock_replies(train_replies)  # what the stock reward prices, too
     eval_set = build_eval_set(splits[split], dull, max_pairs=max_pairs)
-    reward, reward_tokenizer = reward_for(bots, reward_spec, train_replies)
+    reward, reward_tokenizer = reward_for(bots, reward_spec, dull)
     results = []
     for bot in bots:
         logger.info("evaluating %s on %d %s pairs", bot.name, len(eval_set.pairs), split)

@@ -126,7 +126,7 @@ def rl_minutes(plan: QuickstartPlan) -> float:
     return plan.minutes * RL_SHARE + unused
 
 
-def train_rl_stage(plan: QuickstartPlan, corpus: Corpus) -> None:
+def train_rl_stage(plan: QuickstartPlan, corpus: Corpus, minutes: float) -> None:
     from rlchat.train.scst import train_rl
 
     if run_is_complete(plan.rl_dir):
@@ -136,7 +136,7 @@ def train_rl_stage(plan: QuickstartPlan, corpus: Corpus) -> None:
         init=plan.ce_dir,
         out=plan.rl_dir,
         corpus=corpus,
-        rl_config=RLConfig(epochs=100, max_minutes=rl_minutes(plan)),
+        rl_config=RLConfig(epochs=100, max_minutes=minutes),
         resume=RunDir(plan.rl_dir).exists(),
         device=plan.device,
         progress=plan.progress,
@@ -178,12 +178,13 @@ def run_quickstart(plan: QuickstartPlan, corpus: Corpus) -> dict[str, Any]:
         plan.minutes * CE_SHARE,
         lambda: train_ce_stage(plan, corpus),
     )
+    rl_budget = rl_minutes(plan)  # known once CE is done
     run_stage(
         "reinforcement learning (SCST)",
         2,
         stages,
-        rl_minutes(plan),
-        lambda: train_rl_stage(plan, corpus),
+        rl_budget,
+        lambda: train_rl_stage(plan, corpus, rl_budget),
     )
     evaluation = run_stage(
         "evaluation on the test split", 3, stages, None, lambda: evaluate_stage(plan, corpus)

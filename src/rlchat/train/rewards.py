@@ -430,17 +430,17 @@ class RewardFunction:
         judge: Seq2Seq,
         tokenizer: ChatTokenizer,
         device: torch.device | str = "cpu",
-        training_replies: Iterable[str] = (),
+        stock: Collection[str] = (),
     ) -> RewardFunction:
-        """The reward a spec like "bleu=1,dull=0.5" names, judged by a frozen CE model; the
-        training replies give the ``stock`` reward its commonest replies."""
+        """The reward a spec like "bleu=1,dull=0.5" names, judged by a frozen CE model;
+        ``stock`` (see `stock_replies`) is what the ``stock`` reward prices."""
         return cls(
             parse_reward_spec(spec),
             model=judge,
             dull_replies=tokenizer.encode_batch(list(DULL_REPLIES)),
             device=device,
             tokenizer=tokenizer,
-            stock=stock_replies(training_replies),
+            stock=stock,
         )
 
     def components(
@@ -451,8 +451,10 @@ class RewardFunction:
     ) -> dict[str, list[float]]:
         """Each weighted component, unweighted, one value per reply."""
         scores: dict[str, list[float]] = {}
-        if {"bleu", "generic", "shared"} & set(self.weights):
-            words = as_words(replies, self.tokenizer)  # decoded once for all word rewards
+        if {"bleu", "generic", "shared", "stock"} & set(self.weights):
+            # Decoded once for all text rewards; the ids themselves without a tokenizer.
+            texts = self.tokenizer.decode_batch(list(replies)) if self.tokenizer else None
+            words = replies if texts is None else [text.split() for text in texts]
         for name in self.weights:
             if name == "bleu":
                 reference_words = [as_words(refs, self.tokenizer) for refs in references]
@@ -464,7 +466,6 @@ class RewardFunction:
             elif name == "shared":
                 scores[name] = generic_penalty(words, sources, total=True)
             elif name == "stock":
-                texts = self.tokenizer.decode_batch([list(r) for r in replies])
                 scores[name] = stock_penalty(texts, self.stock)
             elif name == "dull":
                 scores[name] = dull_penalty(self.model, replies, self.dull_replies, self.device)

@@ -42,7 +42,7 @@ from rlchat.tokenizer import BOS_ID, ChatTokenizer
 from rlchat.train.cross_entropy import token_loss
 from rlchat.train.distributed import device_for, init_world
 from rlchat.train.loop import RunDir, RunError, check_writable, pick_device, seed_everything
-from rlchat.train.rewards import RewardFunction, parse_reward_spec, word_bleu2
+from rlchat.train.rewards import RewardFunction, parse_reward_spec, stock_replies, word_bleu2
 from rlchat.train.trainer import Trainer, autocast
 
 logger = logging.getLogger(__name__)
@@ -297,7 +297,7 @@ def train_rl(
         judge=judge,
         tokenizer=tokenizer,
         device=torch_device,
-        training_replies=[e.pair.reply for e in dataset.splits["train"].examples],
+        stock=stock_replies(e.pair.reply for e in dataset.splits["train"].examples),
     )
     seed_everything(rl_config.seed)
     trainer = SCSTTrainer(
