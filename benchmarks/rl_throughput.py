@@ -29,11 +29,12 @@ from rlchat.config import DEFAULT_REWARD, CrossEntropyConfig, DataConfig, RLConf
 from rlchat.corpus import load_corpus
 from rlchat.dataset import prepare_dataset
 from rlchat.model import Seq2Seq
+from rlchat.rewards import RewardFunction
+from rlchat.runs import RunDir
+from rlchat.text import stock_replies
 from rlchat.tokenizer import ChatTokenizer
 from rlchat.train import scst
 from rlchat.train.cross_entropy import CrossEntropyTrainer
-from rlchat.train.loop import RunDir
-from rlchat.train.rewards import RewardFunction, stock_replies
 
 ORIGINAL_TOKENIZER = {"kind": "word", "min_count": 10, "max_tokens": 20}
 

@@ -31,9 +31,9 @@ from rlchat.config import CrossEntropyConfig, DataConfig, ModelConfig, Tokenizer
 from rlchat.corpus import load_corpus
 from rlchat.dataset import prepare_dataset
 from rlchat.model import Seq2Seq
+from rlchat.runs import RunDir
 from rlchat.train.cross_entropy import CrossEntropyTrainer
 from rlchat.train.distributed import device_for, init_world
-from rlchat.train.loop import RunDir
 
 ORIGINAL = (
     TokenizerConfig(kind="word", min_count=10, max_tokens=20),

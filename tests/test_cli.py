@@ -100,6 +100,21 @@ def test_chat_answers_a_scripted_session(tiny_run):
     assert "usage: /strategy" in result.stdout
 
 
+def test_eval_compares_a_run_with_the_baselines(tiny_run, corpus_dir, tmp_path):
+    out = tmp_path / "eval.json"
+    result = invoke(
+        "eval", str(tiny_run), "--max-pairs", "150", "--resamples", "50", "--corpus",
+        str(corpus_dir), "--out", str(out), "--no-progress",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "retrieval (baseline)" in result.stdout and "reference (held-out)" in result.stdout
+    assert "random − tiny" in result.stdout
+    saved = json.loads(out.read_text())
+    assert [run["name"] for run in saved["runs"]] == ["tiny", "random", "retrieval", "reference"]
+    bad = invoke("eval", str(tiny_run), "--baselines", "oracle", "--corpus", str(corpus_dir))
+    assert bad.exit_code == 1 and "unknown baseline 'oracle'" in bad.stderr
+
+
 def test_training_refuses_to_overwrite_a_run(tiny_run, corpus_dir):
     result = invoke("train", "ce", "--out", str(tiny_run), "--corpus", str(corpus_dir))
     assert result.exit_code == 1

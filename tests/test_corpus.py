@@ -246,6 +246,30 @@ def test_split_of_a_conversation_does_not_depend_on_other_data(excerpt):
     assert all(where[p.conversation_id] == name for name, ps in half.items() for p in ps)
 
 
+def test_split_by_movie_puts_each_movie_in_one_split(excerpt):
+    pairs = excerpt.pairs()
+    splits = split_pairs(pairs, seed=0, split_by="movie")
+    movies = {name: {p.movie_id for p in ps} for name, ps in splits.items()}
+    assert not movies["train"] & movies["test"]
+    assert not movies["train"] & movies["valid"] and not movies["valid"] & movies["test"]
+    assert all(movies.values())
+    by_conversation = split_pairs(pairs, seed=0)
+    test_movies = {p.movie_id for p in by_conversation["test"]}
+    assert test_movies & {p.movie_id for p in by_conversation["train"]}  # the leak it closes
+
+
+def test_split_by_movie_is_stable_when_movies_are_added(excerpt):
+    pairs = excerpt.pairs()
+    movie_ids = sorted({p.movie_id for p in pairs})
+    fewer = [p for p in pairs if p.movie_id in set(movie_ids[::2])]
+    full = split_pairs(pairs, seed=4, split_by="movie")
+    part = split_pairs(fewer, seed=4, split_by="movie")
+    where = {p.movie_id: name for name, ps in full.items() for p in ps}
+    assert all(where[p.movie_id] == name for name, ps in part.items() for p in ps)
+    with pytest.raises(ValueError, match="split_by"):
+        split_pairs(pairs, split_by="line")
+
+
 def test_split_depends_on_the_seed():
     ids = [f"m0:L{i}" for i in range(2000)]
     first = [split_of(i, seed=0, valid_fraction=0.05, test_fraction=0.05) for i in ids]

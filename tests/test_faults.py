@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from rlchat.checkpoint import load_bundle
-from rlchat.train.loop import RunDir, RunError, check_writable
+from rlchat.runs import RunDir, RunError
+from rlchat.train.loop import check_writable
 
 
 def train_command(out: Path, corpus_dir: Path, *extra: str) -> list[str]:

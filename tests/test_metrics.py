@@ -8,18 +8,22 @@ import sacrebleu
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
 from rlchat.metrics import (
-    canonical_reply,
+    bleu_from_statistics,
+    bleu_statistics,
     corpus_bleu,
     distinct_n,
     dull_rate,
     mean_bleu2,
     mean_length,
-    most_frequent,
-    paired_bootstrap,
-    paired_bootstrap_metric,
+    ngram_count_statistics,
     perplexity,
     repetition_rate,
+    reply_count_statistics,
+    reply_entropy,
+    top1_share,
+    unique_share,
 )
+from rlchat.significance import distinct_value, top1_value
 
 HYPOTHESES = ["i am going home now", "yes", "where is the car ?", "i don't know"]
 REFERENCES = [
@@ -92,24 +96,12 @@ def test_mean_length_counts_words():
     assert mean_length([]) == 0.0
 
 
-def test_canonical_reply_ignores_case_spacing_and_trailing_punctuation():
-    assert canonical_reply("  I  don't KNOW ...") == "i don't know"
-    assert canonical_reply("i don't know !?") == "i don't know"
-
-
 def test_dull_rate_matches_canonical_forms_of_the_dull_list():
     replies = ["I don't know.", "i don't know", "sure , why not ?", "You know what I mean!"]
     assert dull_rate(replies) == pytest.approx(3 / 4)
     assert dull_rate(replies, ["sure, why not"]) == 0.0  # comma inside the reply differs
     assert dull_rate(replies, ["Sure , why not"]) == pytest.approx(1 / 4)
     assert dull_rate([]) == 0.0
-
-
-def test_most_frequent_returns_the_commonest_canonical_replies():
-    texts = ["yes.", "no", "Yes!", "what?", "no .", "yes", "...", "..."]
-    assert most_frequent(texts, k=2) == ["yes", "no"]
-    assert most_frequent(texts) == ["yes", "no", "what"]
-    assert dull_rate(["Yes?", "maybe"], most_frequent(texts, k=1)) == pytest.approx(1 / 2)
 
 
 def test_repetition_rate_flags_repeated_bigrams_and_stutters():
@@ -125,84 +117,50 @@ def test_perplexity_is_exp_of_the_mean_nll():
         perplexity(1.0, 0)
 
 
-# --------------------------------------------------------------------------- bootstrap
+# --------------------------------------------------------------------------- reply distribution
 
 
-def test_paired_bootstrap_of_a_constant_shift_has_zero_width():
-    a = np.arange(50, dtype=float)
-    diff, low, high = paired_bootstrap(a, a + 1)
-    assert diff == low == high == 1.0
+def test_top1_unique_and_entropy_of_hand_made_replies():
+    replies = ["I'm not.", "i'm not", "yes.", "no", "i'm not !"]
+    assert top1_share(replies) == pytest.approx(3 / 5)  # three forms of one reply
+    assert unique_share(replies) == pytest.approx(3 / 5)
+    expected = -(0.6 * math.log2(0.6) + 2 * 0.2 * math.log2(0.2))
+    assert reply_entropy(replies) == pytest.approx(expected)
+    assert reply_entropy(["a", "b", "c", "d"]) == pytest.approx(2.0)
+    assert reply_entropy(["same"] * 7) == 0.0
+    assert top1_share([]) == unique_share([]) == reply_entropy([]) == 0.0
 
 
-def test_paired_bootstrap_of_equal_systems_contains_zero():
-    rng = np.random.default_rng(1)
-    a = rng.normal(size=300)
-    assert paired_bootstrap(a, a) == (0.0, 0.0, 0.0)
-    diff, low, high = paired_bootstrap(a, rng.normal(size=300))
-    assert low < 0.0 < high
-    assert low <= diff <= high
+# --------------------------------------------------------------------------- statistics
 
 
-def test_paired_bootstrap_excludes_zero_for_a_real_difference():
-    rng = np.random.default_rng(2)
-    a = rng.normal(size=400)
-    diff, low, high = paired_bootstrap(a, a + 0.3 + rng.normal(size=400))
-    assert 0.0 < low < diff < high
-
-
-def test_paired_bootstrap_is_deterministic_and_narrows_with_confidence():
-    rng = np.random.default_rng(3)
-    a, b = rng.normal(size=100), rng.normal(size=100)
-    assert paired_bootstrap(a, b, seed=7) == paired_bootstrap(a, b, seed=7)
-    _, low_95, high_95 = paired_bootstrap(a, b, confidence=0.95)
-    _, low_50, high_50 = paired_bootstrap(a, b, confidence=0.5)
-    assert low_95 < low_50 < high_50 < high_95
-    with pytest.raises(ValueError):
-        paired_bootstrap(a, b[:-1])
-    with pytest.raises(ValueError):
-        paired_bootstrap(a, b, confidence=1.0)
-
-
-def test_paired_bootstrap_metric_of_means_equals_paired_bootstrap():
-    rng = np.random.default_rng(4)
-    a, b = rng.normal(size=60), rng.normal(size=60)
-    by_values = paired_bootstrap(a, b, resamples=200, seed=5)
-    by_metric = paired_bootstrap_metric(
-        lambda i: a[i].mean(), lambda i: b[i].mean(), n=60, resamples=200, seed=5
+def test_bleu_statistics_sum_to_corpus_bleu_on_any_subset():
+    references = [[r, "i have no idea"] for r in REFERENCES]
+    stats = bleu_statistics(HYPOTHESES, references)
+    assert stats.shape == (4, 10)
+    assert bleu_from_statistics(stats.sum(0))[0] == pytest.approx(
+        corpus_bleu(HYPOTHESES, references)
     )
-    assert by_metric == pytest.approx(by_values, abs=1e-12)
-
-
-def test_paired_bootstrap_metric_compares_corpus_bleu():
-    references = [[r] for r in REFERENCES]
-
-    def bleu_of(hypotheses):
-        return lambda indices: corpus_bleu(
-            [hypotheses[i] for i in indices], [references[i] for i in indices]
-        )
-
-    diff, low, high = paired_bootstrap_metric(
-        bleu_of(HYPOTHESES), bleu_of(REFERENCES), n=len(HYPOTHESES), resamples=50
+    subset = [0, 2]
+    assert bleu_from_statistics(stats[subset].sum(0))[0] == pytest.approx(
+        corpus_bleu([HYPOTHESES[i] for i in subset], [references[i] for i in subset])
     )
-    assert diff == pytest.approx(100.0 - corpus_bleu(HYPOTHESES, references))
-    assert 0.0 < low <= high <= 100.0 + 1e-9
 
 
-def test_recentred_bootstrap_keeps_distinct_n_intervals_around_the_observed_difference():
-    # Every reply of b is different, a says one thing: resamples repeat b's replies and cut
-    # its distinct-2, so the plain interval falls below the observed difference.
-    a = ["i do not know ."] * 40
-    b = [f"reply number {i} here ." for i in range(40)]
+def test_count_statistics_share_columns_and_give_the_corpus_figures():
+    a = ["a b a b", "a c", "a c"]
+    b = ["x y", "a b", ""]
+    counts_a, counts_b = ngram_count_statistics([a, b], 2)
+    assert counts_a.shape[1] == counts_b.shape[1]  # one vocabulary for both systems
+    for replies, counts in ((a, counts_a), (b, counts_b)):
+        total = np.asarray(counts.sum(axis=0)).reshape(1, -1)
+        assert distinct_value(total)[0] == pytest.approx(distinct_n(replies, 2))
+    onehot_a, _ = reply_count_statistics([a, b])
+    total = np.asarray(onehot_a.sum(axis=0)).reshape(1, -1)
+    assert top1_value(total)[0] == pytest.approx(top1_share(a))
+    assert distinct_value(total)[0] == pytest.approx(unique_share(a))
 
-    def distinct_of(replies):
-        return lambda indices: distinct_n([replies[i] for i in indices], 2)
 
-    plain = paired_bootstrap_metric(distinct_of(a), distinct_of(b), n=40, resamples=300)
-    centred = paired_bootstrap_metric(
-        distinct_of(a), distinct_of(b), n=40, resamples=300, recentre=True
-    )
-    observed = distinct_n(b, 2) - distinct_n(a, 2)
-    assert plain[0] == centred[0] == pytest.approx(observed)
-    assert plain[2] < observed  # the bias the recentring removes
-    assert centred[1] <= observed <= centred[2]
-    assert centred[2] - centred[1] == pytest.approx(plain[2] - plain[1])
+def test_count_statistics_of_replies_without_ngrams_are_empty_rows():
+    counts_a, counts_b = ngram_count_statistics([["yes", "no"], ["ok"]], 2)
+    assert counts_a.shape[0] == 2 and counts_b.shape[0] == 1 and counts_a.sum() == 0

@@ -85,35 +85,42 @@ def runs(tmp_path_factory, corpus_dir):
 
 
 def evaluation(comparisons=()) -> dict:
-    metrics = {"reward": 0.31, "bleu2": 0.041, "perplexity": 55.2, "dull_rate": 0.12}
+    metrics = {"reward": 0.31, "bleu2": 0.041, "perplexity": 55.2, "top1": 0.27, "dull_rate": 0.12}
+    reply_only = {"top1": 0.012, "unique": 0.93, "dull_rate": 0.02}
     return {
         "split": "test",
         "genres": ["comedy"],
         "pairs": 512,
+        "clusters": 300,
+        "largest_cluster_share": 0.2,
+        "unseen_pairs": 450,
         "runs": [
-            {"name": "tiny-ce", "stage": "ce", "metrics": metrics},
+            {"name": "tiny-ce", "stage": "ce", "metrics": metrics, "unseen": metrics},
             {"name": "tiny-rl", "stage": "rl", "metrics": {**metrics, "reward": 0.37}},
+            {"name": "retrieval", "stage": "baseline", "metrics": {**metrics, "top1": 0.015}},
+            {"name": "reference", "stage": "held-out", "metrics": reply_only},
         ],
         "comparisons": list(comparisons),
     }
 
 
-def comparison(metric: str, low: float, high: float) -> dict:
+def comparison(metric: str, low: float, high: float, p_value: float, group="all") -> dict:
     diff = (low + high) / 2
     return {
         "baseline": "tiny-ce",
         "run": "tiny-rl",
+        "group": group,
         "metric": metric,
         "diff": diff,
         "low": low,
         "high": high,
+        "p_value": p_value,
     }
 
 
-def row_of(markdown: str, metric: str) -> list[str]:
-    """The cells of the comparison-table row of one metric."""
-    start = f"| tiny-rl | tiny-ce | {metric} "
-    line = next(line for line in markdown.splitlines() if line.startswith(start))
+def row_of(markdown: str, first_cell: str) -> list[str]:
+    """The cells of the first table row that starts with `first_cell`."""
+    line = next(line for line in markdown.splitlines() if line.startswith(f"| {first_cell} |"))
     return [cell.strip() for cell in line.strip("|").split("|")]
 
 
@@ -155,7 +162,7 @@ def test_samples_have_one_reply_per_prompt_and_run(report):
 def test_report_includes_the_evaluation_table(report):
     _, text = report
     assert "## Evaluation" in text
-    assert "| reward | 0.310 | 0.370 |" in text
+    assert "| tiny-rl (rl) | 0.370 |" in text
 
 
 def test_report_leaves_no_temporary_files(report):
@@ -171,18 +178,32 @@ def test_plots_without_data_are_not_drawn(runs, tmp_path):
     assert RL_PLOT not in text and "## Evaluation" not in text
 
 
-def test_evaluation_puts_metrics_in_rows_and_runs_in_columns():
+def test_evaluation_puts_systems_in_rows_and_figures_in_columns():
     text = evaluation_markdown(evaluation())
-    assert "| metric | tiny-ce (ce) | tiny-rl (rl) |" in text
-    assert "| perplexity | 55.2 | 55.2 |" in text
-    assert text.index("| reward |") < text.index("| bleu2 |") < text.index("| dull_rate |")
+    assert "| system | reward | bleu2 | perplexity |" in text
+    assert "| tiny-ce (ce) | 0.310 | 0.0410 | 55.2 |" in text
+    assert "| retrieval (baseline) | 0.310 | 0.0410 | 55.2 |" in text
+    # The held-out replies only appear where no reference is needed.
+    assert row_of(text, "reference (held-out)") == [
+        "reference (held-out)",
+        "0.012",
+        "0.930",
+        "0.020",
+    ]
+    assert "300 clusters" in text and "450 of them with an input never seen" in text
+    assert "Inputs never seen in training" in text
 
 
-def test_evaluation_marks_only_differences_whose_interval_excludes_zero():
+def test_evaluation_marks_the_differences_the_test_finds():
     text = evaluation_markdown(
-        evaluation([comparison("reward", 0.02, 0.10), comparison("bleu2", -0.01, 0.02)])
+        evaluation(
+            [
+                comparison("reward", 0.02, 0.10, p_value=0.001),
+                comparison("bleu2", -0.01, 0.02, p_value=0.4),
+            ]
+        )
     )
-    significant, noise = row_of(text, "reward"), row_of(text, "bleu2")
-    assert significant[-1] == "*" and significant[3].startswith("**")
-    assert noise[-1] == "" and not noise[3].startswith("**")
-    assert "[+0.0200, +0.1000]" in text
+    assert row_of(text, "figure") == ["figure", "tiny-rl − tiny-ce"]
+    assert row_of(text, "reward") == ["reward", "+0.0600 [+0.0200, +0.1000] *"]
+    assert row_of(text, "bleu2") == ["bleu2", "+0.0050 [-0.0100, +0.0200]"]
+    assert "approximate randomisation over clusters" in text

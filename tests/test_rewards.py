@@ -9,21 +9,21 @@ from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
 from rlchat.batching import encode_inputs, make_batch
 from rlchat.config import ModelConfig, TokenizerConfig
+from rlchat.metrics import bleu2
 from rlchat.model import Seq2Seq
-from rlchat.tokenizer import BOS_ID, EOS_ID, train_tokenizer
-from rlchat.train.rewards import (
+from rlchat.rewards import (
     REWARD_NAMES,
     RewardFunction,
-    bleu2,
     coherence,
     dull_penalty,
     generic_penalty,
     parse_reward_spec,
     repeat_penalty,
-    sequence_log_likelihood,
     stock_penalty,
-    stock_replies,
 )
+from rlchat.scoring import sequence_log_likelihood
+from rlchat.text import stock_replies
+from rlchat.tokenizer import BOS_ID, EOS_ID, train_tokenizer
 
 VOCAB = 30
 DULL = [[10, 11, 12], [10, 13]]

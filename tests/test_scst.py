@@ -9,9 +9,9 @@ from rlchat.config import CrossEntropyConfig, DataConfig, ModelConfig, RLConfig,
 from rlchat.corpus import load_corpus
 from rlchat.dataset import Example, prepare_dataset
 from rlchat.model import Seq2Seq
+from rlchat.rewards import RewardFunction
+from rlchat.runs import RunDir
 from rlchat.train.cross_entropy import CrossEntropyTrainer
-from rlchat.train.loop import RunDir
-from rlchat.train.rewards import RewardFunction
 from rlchat.train.scst import SCSTTrainer, collect_references, sample_log_probs
 
 TARGET = 7
@@ -71,7 +71,13 @@ def toy_model() -> Seq2Seq:
 def test_a_policy_learns_to_emit_the_rewarded_token(tmp_path, baseline):
     examples = toy_examples()
     trainer = scst_trainer(
-        tmp_path, toy_model(), examples, TokenReward(), baseline=baseline, lr=3e-3
+        tmp_path,
+        toy_model(),
+        examples,
+        TokenReward(),
+        baseline=baseline,
+        lr=3e-3,
+        select_by="reward",
     )
     before, _ = trainer.evaluate()
     for step in range(20):
@@ -80,6 +86,27 @@ def test_a_policy_learns_to_emit_the_rewarded_token(tmp_path, baseline):
     # The score is minus the greedy reward: lower is better.
     assert after < before
     assert figures["valid/reward"] > 0.8
+
+
+@pytest.mark.parametrize("select_by", ["bleu2", "reward"])
+def test_the_best_checkpoint_follows_the_named_validation_criterion(tmp_path, select_by):
+    examples = toy_examples()
+    trainer = scst_trainer(tmp_path, toy_model(), examples, TokenReward(), select_by=select_by)
+    score, figures = trainer.evaluate()
+    assert score == pytest.approx(-figures[f"valid/{select_by}"])
+    assert 0.0 < figures["valid/top1"] <= 1.0
+    # A validation that betters the best score so far saves best/; one that does not, doesn't.
+    trainer.state.best_score = score + 1.0
+    trainer.validate()
+    assert (tmp_path / "best").is_dir()
+    trainer.state.best_score = score - 1.0
+    saved = (tmp_path / "best").stat().st_mtime_ns
+    trainer.validate()
+    assert (tmp_path / "best").stat().st_mtime_ns == saved
+
+
+def test_rl_selects_by_bleu2_by_default():
+    assert RLConfig().select_by == "bleu2"
 
 
 def test_advantage_zero_means_no_gradient(tmp_path):

@@ -9,8 +9,8 @@ from rlchat.config import CrossEntropyConfig, DataConfig, ModelConfig, Tokenizer
 from rlchat.corpus import load_corpus
 from rlchat.dataset import prepare_dataset
 from rlchat.model import Seq2Seq
+from rlchat.runs import RunDir, RunError
 from rlchat.train.cross_entropy import CrossEntropyTrainer, evaluate_loss, train_cross_entropy
-from rlchat.train.loop import RunDir, RunError
 
 
 @pytest.fixture(scope="module")

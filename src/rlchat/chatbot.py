@@ -14,8 +14,8 @@ from rlchat.config import DataConfig, DecodeConfig, ModelConfig, TokenizerConfig
 from rlchat.dataset import with_context
 from rlchat.decoding import generate
 from rlchat.model import Seq2Seq
+from rlchat.runs import RunDir, pick_device
 from rlchat.tokenizer import ChatTokenizer
-from rlchat.train.loop import RunDir, pick_device
 
 
 def as_corpus_line(message: str) -> str:

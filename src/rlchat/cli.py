@@ -267,8 +267,8 @@ def train_ce(
     progress: ProgressOption = True,
 ) -> None:
     """Train the encoder-decoder with teacher-forced cross-entropy."""
+    from rlchat.runs import RunError
     from rlchat.train.cross_entropy import train_cross_entropy
-    from rlchat.train.loop import RunError
 
     loaded = open_corpus(corpus, data.lenient)
     if resume is None:
@@ -312,7 +312,7 @@ def train_rl(
 ) -> None:
     """Fine-tune a cross-entropy bot with self-critical sequence training (SCST)."""
     from rlchat.checkpoint import CheckpointError
-    from rlchat.train.loop import RunError
+    from rlchat.runs import RunError
     from rlchat.train.scst import train_rl as run_rl
 
     if init is None and resume is None:
@@ -351,15 +351,27 @@ def evaluate(
     reward: Annotated[
         str | None, typer.Option(help="Reward spec (default: the RL run's own reward).")
     ] = None,
-    max_pairs: Annotated[int, typer.Option(help="Evaluate at most this many pairs (0 = all).")] = 0,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
+    baselines: Annotated[
+        str,
+        typer.Option(help="Baselines answering the same pairs: random, retrieval, or none."),
+    ] = "random,retrieval",
+    max_pairs: Annotated[
+        int, typer.Option(help="Evaluate this many pairs drawn with --seed (0 = all).")
+    ] = 0,
+    resamples: Annotated[
+        int, typer.Option(min=1, help="Random swaps of the paired randomisation test.")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of subsets, baselines and the test.")] = 0,
     corpus: CorpusOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")] = False,
     out: Annotated[Path | None, typer.Option(help="Also write the JSON result here.")] = None,
     device: DeviceOption = "auto",
+    progress: ProgressOption = True,
 ) -> None:
-    """Evaluate runs side by side on the same held-out pairs, with bootstrap intervals."""
+    """Evaluate runs and baselines on the same held-out pairs; each system is compared with
+    the first run by a paired randomisation test over clusters of dependent pairs."""
+    from rlchat.baselines import parse_baselines
     from rlchat.checkpoint import atomic_write_text
     from rlchat.dataset import prepare_dataset
     from rlchat.evaluation import evaluate_runs
@@ -367,6 +379,10 @@ def evaluate(
 
     if split not in ("test", "valid"):
         fail(f"--split must be test or valid, got {split!r}")
+    try:
+        baseline_names = parse_baselines(baselines)
+    except ValueError as error:
+        fail(f"--baselines: {error}")
     bots = [load_bot(run, device) for run in runs]
     loaded = open_corpus(corpus)
     data_config = bots[0].data_config
@@ -384,8 +400,11 @@ def evaluate(
             split=split,
             decode=decode,
             reward_spec=reward,
+            baselines=baseline_names,
             max_pairs=max_pairs,
             resamples=resamples,
+            seed=seed,
+            progress=progress,
         )
     except ValueError as error:
         fail(str(error))
@@ -444,8 +463,8 @@ def serve(
     device: DeviceOption = "auto",
 ) -> None:
     """Serve bots: REST API (/docs), the original /chat contract, and a chat page at /."""
+    from rlchat.runs import RunError
     from rlchat.server import serve as run_server
-    from rlchat.train.loop import RunError
 
     console.print(
         f"Chat page: [bold]http://{host}:{port}/[/]  ·  API docs: http://{host}:{port}/docs"
@@ -518,36 +537,25 @@ def quickstart(
         serve([plan.rl_dir, plan.ce_dir], port=port, device=device)
 
 
-def print_evaluation(result: dict) -> None:
-    from rlchat.evaluation import HIGHER_IS_BETTER
-
-    runs = result["runs"]
-    table = Table(
-        title=f"{result['split']} split · {', '.join(result['genres']) or 'all genres'} · "
-        f"{result['pairs']:,} pairs"
-    )
-    table.add_column("metric")
-    for run in runs:
-        table.add_column(f"{run['name']} ({run['stage']})", justify="right")
-    for metric, higher in HIGHER_IS_BETTER.items():
-        if all(metric in run["metrics"] for run in runs):
-            arrow = "↑" if higher else "↓"
-            table.add_row(f"{metric} {arrow}", *(f"{run['metrics'][metric]:.4f}" for run in runs))
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    table = Table(title=title)
+    for index, column in enumerate(header):
+        table.add_column(column, justify="right" if index else "left")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
     console.print(table)
-    if result["comparisons"]:
-        diffs = Table(title="Paired bootstrap: run − baseline, 95% interval")
-        for column in ("run", "metric", "difference", "interval", ""):
-            diffs.add_column(column, justify="right" if column else "left")
-        for row in result["comparisons"]:
-            significant = row["low"] > 0 or row["high"] < 0
-            diffs.add_row(
-                f"{row['run']} − {row['baseline']}",
-                row["metric"],
-                f"{row['diff']:+.4f}",
-                f"[{row['low']:+.4f}, {row['high']:+.4f}]",
-                "significant" if significant else "",
-            )
-        console.print(diffs)
+
+
+def print_evaluation(result: dict) -> None:
+    from rlchat.report import comparison_table, evaluation_summary, figure_tables
+
+    console.print(Text(evaluation_summary(result).replace("**", "")))
+    for group, title in (("all", "all pairs"), ("unseen", "inputs never seen in training")):
+        for header, rows in figure_tables(result, group):
+            print_table(title, header, rows)
+        compared = comparison_table(result, group)
+        if compared is not None:
+            print_table(f"{title}: difference [95% interval], * = significant", *compared)
 
 
 # --- talking to a bot ----------------------------------------------------------------------
@@ -556,7 +564,7 @@ def print_evaluation(result: dict) -> None:
 def load_bot(run: Path, device: str = "auto"):  # noqa: ANN201
     from rlchat.chatbot import Chatbot
     from rlchat.checkpoint import CheckpointError
-    from rlchat.train.loop import RunError
+    from rlchat.runs import RunError
 
     try:
         return Chatbot.load(run, device=device)

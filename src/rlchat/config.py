@@ -15,7 +15,13 @@ class DataConfig:
     genres: list[str] = field(
         default_factory=list, metadata={"help": "genres to keep; empty = all"}
     )
-    split_seed: int = field(default=0, metadata={"help": "seed of the conversation-level split"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the split"})
+    # By movie, no test movie is seen in training (its characters, names and running jokes);
+    # by conversation, every test movie also has conversations in training.
+    split_by: Literal["conversation", "movie"] = field(
+        default="conversation",
+        metadata={"help": "conversation or movie: the unit that falls wholly in one split"},
+    )
     # 85/5/10 by conversation. Sentence BLEU-2 is heavy-tailed (a few exact matches of short
     # replies carry much of its mean): at 5% test (1,658 comedy pairs in the excerpt) its
     # bootstrap interval is about +-0.004, as wide as the gain RL makes, so test gets 10%.
@@ -198,3 +204,11 @@ class RLConfig(LoopConfig):
         default=0.5, metadata={"help": "sampling temperature of the RL policy"}
     )
     max_tokens: int = field(default=20, metadata={"help": "longest sampled reply"})
+    # The run's own reward has terms that price stock and shared replies, so choosing by it
+    # picks the checkpoint that best avoids what it prices, whatever else it says. BLEU-2
+    # against the validation references is the fit to held-out replies; valid/top1 (share of
+    # the commonest reply) is logged beside it to show a collapse.
+    select_by: Literal["bleu2", "reward"] = field(
+        default="bleu2",
+        metadata={"help": "validation figure that picks best/: bleu2 (default) or reward"},
+    )

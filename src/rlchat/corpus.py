@@ -167,15 +167,13 @@ def iter_pairs(corpus: Corpus, conversations: Iterable[Conversation]) -> Iterato
             )
 
 
-def split_of(
-    conversation_id: str, *, seed: int, valid_fraction: float, test_fraction: float
-) -> Split:
-    """The split of one conversation: a function of its id and the seed only.
+def split_of(unit_id: str, *, seed: int, valid_fraction: float, test_fraction: float) -> Split:
+    """The split of one conversation (or movie): a function of its id and the seed only.
 
-    Hashing the id (not shuffling a list) keeps each conversation in its split when
-    other conversations are added or removed.
+    Hashing the id (not shuffling a list) keeps each unit in its split when others are
+    added or removed.
     """
-    digest = hashlib.blake2b(f"{seed}:{conversation_id}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{seed}:{unit_id}".encode(), digest_size=8).digest()
     position = int.from_bytes(digest, "big") / 2**64  # uniform in [0, 1)
     if position < test_fraction:
         return "test"
@@ -190,22 +188,24 @@ def split_pairs(
     seed: int = 0,
     valid_fraction: float = DataConfig.valid_fraction,
     test_fraction: float = DataConfig.test_fraction,
+    split_by: str = DataConfig.split_by,
 ) -> dict[Split, list[Pair]]:
-    """Pairs by split; all pairs of a conversation land in the same split."""
+    """Pairs by split; all pairs of a conversation (``split_by="movie"``: of a movie) land in
+    the same split. Movie ids are hashed with a prefix, so the two kinds never coincide."""
     if valid_fraction < 0 or test_fraction < 0 or valid_fraction + test_fraction >= 1:
         raise ValueError("valid and test fractions must be >= 0 and sum to less than 1")
+    if split_by not in ("conversation", "movie"):
+        raise ValueError(f"split_by must be conversation or movie, not {split_by!r}")
     result: dict[Split, list[Pair]] = {split: [] for split in SPLITS}
     cache: dict[str, Split] = {}
     for pair in pairs:
-        split = cache.get(pair.conversation_id)
+        unit = pair.conversation_id if split_by == "conversation" else f"movie:{pair.movie_id}"
+        split = cache.get(unit)
         if split is None:
             split = split_of(
-                pair.conversation_id,
-                seed=seed,
-                valid_fraction=valid_fraction,
-                test_fraction=test_fraction,
+                unit, seed=seed, valid_fraction=valid_fraction, test_fraction=test_fraction
             )
-            cache[pair.conversation_id] = split
+            cache[unit] = split
         result[split].append(pair)
     return result
 

@@ -53,6 +53,17 @@ class PreparedDataset:
         }
 
 
+def seeded_sample(n: int, size: int, seed: int) -> np.ndarray:
+    """`size` of range(n) drawn without replacement, in increasing order (all when size is 0).
+
+    Subsets of a split are drawn, not cut from its front: pairs come ordered by movie, so the
+    first thousand are a handful of films.
+    """
+    if not size or size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
 def length_percentiles(lengths: list[int]) -> dict[str, int]:
     if not lengths:
         return {"p50": 0, "p90": 0, "p99": 0, "max": 0}
@@ -116,7 +127,8 @@ def prepare_dataset(
     tok_config: TokenizerConfig,
     tokenizer: ChatTokenizer | None = None,
 ) -> PreparedDataset:
-    """Split the genre's pairs by conversation, train the tokenizer on train, encode all splits.
+    """Split the genre's pairs by conversation or movie, train the tokenizer on train, encode
+    all splits.
 
     Pass ``tokenizer`` to reuse a trained one (resume, evaluation, RL from a CE run).
     """
@@ -126,6 +138,7 @@ def prepare_dataset(
         seed=data_config.split_seed,
         valid_fraction=data_config.valid_fraction,
         test_fraction=data_config.test_fraction,
+        split_by=data_config.split_by,
     )
     if tokenizer is None:
         # Train only on the training split so held-out text never shapes the vocabulary.

@@ -1,95 +1,219 @@
-"""Held-out evaluation of one or more bots on the same pairs, with paired bootstrap intervals.
+"""Held-out evaluation of bots and baselines on the same pairs, compared with a test that
+respects the dependence between pairs.
 
-Figures: corpus BLEU (sacreBLEU), sentence BLEU-2 (the textbook's, for published numbers),
-perplexity, distinct-1/2, mean length, dull-reply rate, repetition rate, the RL reward, and
-self-play length (Li et al. 2016, https://arxiv.org/abs/1606.01541, sec. 5.2).
+Systems: the runs given, the baselines (`rlchat.baselines`) and the held-out replies
+themselves (``reference``, for the figures that need no reference). Figures: sentence BLEU-2
+(the textbook's) and sacreBLEU against every reference of the input, perplexity of the
+references, the run's own RL reward, and figures no reward is trained on: the share of the
+commonest reply (``top1``), unique replies, entropy of whole replies, distinct-1/2, a dull-reply
+rate and self-play length (Li et al. 2016, https://arxiv.org/abs/1606.01541, sec. 5.2) judged by
+a list no reward prices (`rlchat.text.held_out_dull_replies`). ``stock_rate`` counts the set the
+``stock`` reward prices: its fall under that reward is by construction.
+
+Every figure is also computed on the ``unseen`` group: the pairs whose input never occurs in
+the training split, where a bot cannot answer from memory.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from rlchat.baselines import make_baseline
 from rlchat.chatbot import Chatbot
 from rlchat.config import DecodeConfig
 from rlchat.corpus import Pair
-from rlchat.dataset import Example
+from rlchat.dataset import seeded_sample
 from rlchat.metrics import (
-    canonical_reply,
-    corpus_bleu,
-    distinct_n,
+    bleu2,
+    bleu_from_statistics,
+    bleu_statistics,
+    entropy_bits,
     is_repetitive,
-    mean_length,
-    paired_bootstrap,
-    paired_bootstrap_metric,
+    ngram_count_statistics,
+    reply_count_statistics,
 )
+from rlchat.rewards import RewardFunction
+from rlchat.scoring import target_log_likelihood
+from rlchat.significance import (
+    Comparison,
+    cluster_ids,
+    compare,
+    distinct_value,
+    mean_statistics,
+    mean_value,
+    top1_value,
+)
+from rlchat.text import canonical_reply, held_out_dull_replies, stock_replies
 from rlchat.tokenizer import normalize_text
-from rlchat.train.cross_entropy import evaluate_loss
-from rlchat.train.rewards import RewardFunction, bleu2, stock_replies
 
 logger = logging.getLogger(__name__)
 
 SELF_PLAY_TURNS = 8
-# Figures where a larger value is better; the others (perplexity, dull, repetition) are worse.
-HIGHER_IS_BETTER = {
-    "reward": True,
-    "bleu2": True,
-    "sacrebleu": True,
-    "perplexity": False,
-    "distinct1": True,
-    "distinct2": True,
-    "length": True,
-    "dull_rate": False,
-    "repetition_rate": False,
-    "selfplay_turns": True,
-}
+SELF_PLAY_SEEDS = 100
+DECODE_CHUNK = 256
+GROUPS = ("all", "unseen")
+
+
+class Responder(Protocol):
+    """What evaluation needs of a system: a name, a stage and batched replies."""
+
+    name: str
+    stage: str
+
+    def reply_batch(
+        self, messages: Sequence[str], histories: Sequence[Sequence[str]] | None, config: Any
+    ) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One evaluation figure: how it is read and which systems have it."""
+
+    name: str
+    help: str
+    higher_is_better: bool | None  # None: no better direction (length)
+    needs_references: bool = True  # False: shown for the held-out replies too
+    kind: str = "mean"  # mean | bleu | perplexity | ngrams1 | ngrams2 | replies-*
+    unit: str = "pairs"  # pairs | selfplay
+
+
+FIGURES = (
+    Figure("reward", "the RL run's own reward (what RL maximised)", True),
+    Figure("bleu2", "sentence BLEU-2 against all references of the input, mean", True),
+    Figure("sacrebleu", "corpus BLEU-4 (sacreBLEU)", True, kind="bleu"),
+    Figure("perplexity", "perplexity of the references under the model", False, kind="ppl"),
+    Figure("top1", "share of the commonest reply", False, False, kind="replies-top1"),
+    Figure("unique", "distinct replies / replies", True, False, kind="replies-unique"),
+    Figure("entropy", "entropy of whole replies, bits", True, False, kind="replies-entropy"),
+    Figure("distinct1", "distinct unigrams / unigrams", True, False, kind="ngrams1"),
+    Figure("distinct2", "distinct bigrams / bigrams", True, False, kind="ngrams2"),
+    Figure("length", "mean reply length, words", None, False),
+    Figure("dull_rate", "share of held-out dull replies (a list no reward prices)", False, False),
+    Figure("stock_rate", "share of replies the stock reward prices", False, False),
+    Figure("repetition_rate", "share of replies with a repeated word or bigram", False, False),
+    Figure(
+        "selfplay_turns", "self-play turns before a dull or repeated turn", True, unit="selfplay"
+    ),
+)
 
 
 @dataclass
 class EvalSet:
-    """The held-out pairs every bot answers: inputs, histories and all references per input."""
+    """The held-out pairs every system answers, with what judging them needs."""
 
     pairs: list[Pair]
-    references: list[list[str]]  # normalised reference replies per pair
-    dull_set: set[str]  # canonical dull replies: the paper's list + frequent training replies
+    references: list[list[str]]  # normalised reference replies per pair: all of its input's
+    clusters: np.ndarray  # (n,) cluster of each pair: same conversation or same input
+    unseen: np.ndarray  # (n,) bool: the input never occurs in the training split
+    dull_set: set[str]  # held-out dull replies: no reward prices them
+    stock_set: set[str]  # what the stock reward prices
     selfplay_seeds: list[str]
+    selfplay_clusters: np.ndarray  # (seeds,) cluster of each seed's first pair
 
 
 @dataclass
-class RunEvaluation:
+class SystemResult:
+    """One system's replies and per-example values; figures are computed from these."""
+
     name: str
     stage: str
     replies: list[str]
-    per_example: dict[str, np.ndarray] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
+    values: dict[str, np.ndarray] = field(default_factory=dict)  # mean figures, per example
+    bleu: np.ndarray | None = None  # (n, 10) sacreBLEU statistics
+    nll: np.ndarray | None = None  # (n, 2) summed -log p and tokens of each reference
+    selfplay: np.ndarray | None = None  # (seeds,) turns
+
+    def has(self, figure: Figure) -> bool:
+        if figure.kind == "bleu":
+            return self.bleu is not None
+        if figure.kind == "ppl":
+            return self.nll is not None
+        if figure.kind == "mean":
+            return (
+                (self.selfplay is not None)
+                if figure.unit == "selfplay"
+                else (figure.name in self.values)
+            )
+        return True
 
 
 def build_eval_set(
-    pairs: list[Pair], dull_set: set[str], max_pairs: int = 0, selfplay_seeds: int = 100
+    pairs: list[Pair],
+    *,
+    train_pairs: Sequence[Pair],
+    valid_pairs: Sequence[Pair],
+    max_pairs: int = 0,
+    selfplay_seeds: int = SELF_PLAY_SEEDS,
+    seed: int = 0,
 ) -> EvalSet:
-    """Group references by input text: a line said several times has several good answers."""
+    """Group references by input (a line said several times has several good answers), draw
+    the subsets with `seed`, and cluster the pairs."""
     by_source: dict[str, list[str]] = defaultdict(list)
     for pair in pairs:
         by_source[normalize_text(pair.source)].append(normalize_text(pair.reply))
-    pairs = pairs[:max_pairs] if max_pairs else pairs
-    references = [by_source[normalize_text(p.source)] for p in pairs]
-    seeds = list(dict.fromkeys(p.source for p in pairs))[:selfplay_seeds]
-    return EvalSet(pairs=pairs, references=references, dull_set=dull_set, selfplay_seeds=seeds)
+    pairs = [pairs[i] for i in seeded_sample(len(pairs), max_pairs, seed)]
+    sources = [normalize_text(p.source) for p in pairs]
+    clusters = cluster_ids([p.conversation_id for p in pairs], sources)
+    seen = {normalize_text(p.source) for p in train_pairs}
+    first_pair = {}
+    for i, source in enumerate(sources):
+        first_pair.setdefault(source, i)
+    distinct = list(first_pair)
+    # Seeds drawn at random: the front of the list is one movie's first conversations.
+    order = np.random.default_rng(seed + 1).permutation(len(distinct))[:selfplay_seeds]
+    stock = stock_replies(p.reply for p in train_pairs)
+    return EvalSet(
+        pairs=pairs,
+        references=[by_source[s] for s in sources],
+        clusters=clusters,
+        unseen=np.asarray([s not in seen for s in sources], dtype=bool),
+        dull_set=held_out_dull_replies((p.reply for p in valid_pairs), stock),
+        stock_set=stock,
+        selfplay_seeds=[pairs[first_pair[distinct[i]]].source for i in order],
+        selfplay_clusters=np.asarray([clusters[first_pair[distinct[i]]] for i in order], int),
+    )
+
+
+# --------------------------------------------------------------------------- answering
+
+
+def reply_all(
+    system: Responder,
+    messages: Sequence[str],
+    histories: Sequence[Sequence[str]],
+    decode: DecodeConfig,
+    progress: bool,
+) -> list[str]:
+    """Every reply, decoded in chunks of similar input length behind a progress bar."""
+    order = sorted(range(len(messages)), key=lambda i: len(messages[i]))
+    replies: list[str] = [""] * len(messages)
+    with tqdm(
+        total=len(messages), desc=f"replies: {system.name}", unit="pair", disable=not progress
+    ) as bar:
+        for start in range(0, len(order), DECODE_CHUNK):
+            rows = order[start : start + DECODE_CHUNK]
+            chunk = system.reply_batch(
+                [messages[i] for i in rows], [histories[i] for i in rows], decode
+            )
+            for i, reply in zip(rows, chunk, strict=True):
+                replies[i] = reply
+            bar.update(len(rows))
+    return replies
 
 
 def self_play_turns(
-    bot: Chatbot, seeds: Sequence[str], dull_set: set[str], decode: DecodeConfig
+    system: Responder, seeds: Sequence[str], dull_set: Collection[str], decode: DecodeConfig
 ) -> np.ndarray:
-    """Turns two copies of the bot keep talking from each seed before a dull or repeated turn.
-
-    All conversations advance together, one batched decode per turn.
-    """
+    """Turns two copies of the system keep talking from each seed before a dull, empty or
+    repeated turn. All conversations advance together, one batched reply per turn."""
     histories: list[list[str]] = [[seed] for seed in seeds]
     turns = np.zeros(len(seeds))
     alive = list(range(len(seeds)))
@@ -98,7 +222,7 @@ def self_play_turns(
             break
         messages = [histories[i][-1] for i in alive]
         past = [histories[i][:-1] for i in alive]
-        replies = bot.reply_batch(messages, past, decode)
+        replies = system.reply_batch(messages, past, decode)
         still = []
         for i, reply in zip(alive, replies, strict=True):
             canonical = canonical_reply(reply)
@@ -112,98 +236,171 @@ def self_play_turns(
     return turns
 
 
-def encode_examples(bot: Chatbot, eval_set: EvalSet) -> list[Example]:
-    """The references as teacher-forcing examples in this bot's own tokenizer (perplexity)."""
+def reply_values(replies: Sequence[str], eval_set: EvalSet) -> dict[str, np.ndarray]:
+    """The per-reply figures that need no reference."""
+    canonical = [canonical_reply(r) for r in replies]
+    return {
+        "length": np.asarray([len(r.split()) for r in replies], dtype=float),
+        "dull_rate": np.asarray([c in eval_set.dull_set for c in canonical], dtype=float),
+        "stock_rate": np.asarray([c in eval_set.stock_set for c in canonical], dtype=float),
+        "repetition_rate": np.asarray([is_repetitive(r) for r in replies], dtype=float),
+    }
+
+
+def reference_nll(bot: Chatbot, eval_set: EvalSet) -> np.ndarray:
+    """Summed -log p(reference | input) and token count of each pair under the bot -> (n, 2)."""
     max_tokens = bot.tokenizer_config.max_tokens
-    examples = []
-    for pair in eval_set.pairs:
-        reply = bot.tokenizer.encode(pair.reply)[:max_tokens]
-        examples.append(
-            Example(source=bot.encode_input(pair.source, pair.history), reply=reply, pair=pair)
-        )
-    return examples
+    sources = [bot.encode_input(p.source, p.history) for p in eval_set.pairs]
+    targets = [bot.tokenizer.encode(p.reply)[:max_tokens] for p in eval_set.pairs]
+    sums, counts = target_log_likelihood(bot.model, sources, targets, bot.device)
+    return np.column_stack([-sums.double().cpu().numpy(), counts.cpu().numpy()])
 
 
-def evaluate_bot(
-    bot: Chatbot,
+def reward_values(
+    replies: Sequence[str], eval_set: EvalSet, reward: RewardFunction, tokenizer: Any
+) -> np.ndarray:
+    """The RL reward of each reply (judged by the reward's frozen model) -> (n,)."""
+    reply_ids = tokenizer.encode_batch(list(replies))
+    source_ids = tokenizer.encode_batch([p.source for p in eval_set.pairs])
+    ref_ids = [tokenizer.encode_batch(refs) for refs in eval_set.references]
+    with torch.inference_mode():
+        total, _ = reward(reply_ids, source_ids, ref_ids)
+    return total.cpu().numpy().astype(np.float64)
+
+
+def evaluate_system(
+    system: Responder,
     eval_set: EvalSet,
     decode: DecodeConfig,
     reward: RewardFunction | None,
     reward_tokenizer: Any = None,
-) -> RunEvaluation:
-    """Every figure for one bot; per-example values kept for the paired bootstrap."""
+    progress: bool = False,
+) -> SystemResult:
+    """Replies and per-example values of one system on the evaluation set."""
     pairs = eval_set.pairs
-    replies = bot.reply_batch([p.source for p in pairs], [p.history for p in pairs], decode)
+    replies = reply_all(
+        system, [p.source for p in pairs], [p.history for p in pairs], decode, progress
+    )
+    result = SystemResult(name=system.name, stage=system.stage, replies=replies)
     words = [r.split() for r in replies]
     reference_words = [[ref.split() for ref in refs] for refs in eval_set.references]
-    per_example = {
-        "bleu2": np.asarray(bleu2(words, reference_words)),
-        "length": np.asarray([len(w) for w in words], dtype=float),
-        "dull_rate": np.asarray([canonical_reply(r) in eval_set.dull_set for r in replies], float),
-        "repetition_rate": np.asarray([is_repetitive(r) for r in replies], dtype=float),
-    }
+    result.values = {"bleu2": np.asarray(bleu2(words, reference_words))}
+    result.values |= reply_values(replies, eval_set)
+    result.bleu = bleu_statistics(replies, eval_set.references)
     if reward is not None:
-        tok = reward_tokenizer or bot.tokenizer
-        reply_ids = tok.encode_batch(replies)
-        source_ids = tok.encode_batch([p.source for p in pairs])
-        ref_ids = [tok.encode_batch(refs) for refs in eval_set.references]
-        with torch.inference_mode():
-            total, _ = reward(reply_ids, source_ids, ref_ids)
-        per_example["reward"] = total.cpu().numpy()
-    loss = evaluate_loss(bot.model, encode_examples(bot, eval_set), bot.device)
-    turns = self_play_turns(bot, eval_set.selfplay_seeds, eval_set.dull_set, decode)
-    per_example["selfplay_turns"] = turns
-    metrics = {name: float(values.mean()) for name, values in per_example.items()}
-    metrics |= {
-        "sacrebleu": corpus_bleu(replies, eval_set.references),
-        "perplexity": loss["perplexity"],
-        "distinct1": distinct_n(replies, 1),
-        "distinct2": distinct_n(replies, 2),
-        "length": mean_length(replies),
-    }
-    return RunEvaluation(
-        name=bot.name, stage=bot.stage, replies=replies, per_example=per_example, metrics=metrics
+        result.values["reward"] = reward_values(replies, eval_set, reward, reward_tokenizer)
+    if isinstance(system, Chatbot):
+        result.nll = reference_nll(system, eval_set)
+    result.selfplay = self_play_turns(system, eval_set.selfplay_seeds, eval_set.dull_set, decode)
+    return result
+
+
+def reference_result(eval_set: EvalSet) -> SystemResult:
+    """The held-out replies themselves, as a system (figures that need no reference)."""
+    replies = [normalize_text(p.reply) for p in eval_set.pairs]
+    return SystemResult(
+        name="reference", stage="held-out", replies=replies, values=reply_values(replies, eval_set)
     )
 
 
-def compare(
-    baseline: RunEvaluation,
-    other: RunEvaluation,
+# --------------------------------------------------------------------------- figures
+
+
+def statistics(
+    figure: Figure, systems: Sequence[SystemResult], rows: np.ndarray
+) -> tuple[list[Any], Callable[[np.ndarray], np.ndarray]]:
+    """Per-example statistics of each system on `rows`, on shared columns, and the figure's
+    function of their sums (see `rlchat.significance`)."""
+    if figure.kind == "mean":
+        if figure.unit == "selfplay":
+            return [mean_statistics(s.selfplay) for s in systems], mean_value
+        return [mean_statistics(s.values[figure.name][rows]) for s in systems], mean_value
+    if figure.kind == "bleu":
+        return [s.bleu[rows] for s in systems], bleu_from_statistics
+    if figure.kind == "ppl":
+        return [s.nll[rows] for s in systems], perplexity_value
+    replies = [[s.replies[i] for i in rows] for s in systems]
+    if figure.kind.startswith("ngrams"):
+        return ngram_count_statistics(replies, int(figure.kind[-1])), distinct_value
+    counts = reply_count_statistics(replies)
+    value = {
+        "replies-top1": top1_value,
+        "replies-unique": distinct_value,
+        "replies-entropy": lambda totals: entropy_bits(np.asarray(totals)),
+    }[figure.kind]
+    return counts, value
+
+
+def perplexity_value(totals: np.ndarray) -> np.ndarray:
+    """Figure of statistics ``[-log p summed, tokens]``: exp of the mean, capped at e^50."""
+    return np.exp(np.minimum(totals[:, 0] / np.maximum(totals[:, 1], 1), 50.0))
+
+
+def group_rows(eval_set: EvalSet, group: str) -> np.ndarray:
+    if group == "unseen":
+        return np.flatnonzero(eval_set.unseen)
+    return np.arange(len(eval_set.pairs))
+
+
+def figure_value(figure: Figure, system: SystemResult, rows: np.ndarray) -> float:
+    (stats,), value = statistics(figure, [system], rows)
+    return float(value(np.asarray(stats.sum(axis=0), dtype=np.float64).reshape(1, -1))[0])
+
+
+def figures_of(system: SystemResult, eval_set: EvalSet, group: str) -> dict[str, float]:
+    rows = group_rows(eval_set, group)
+    if not len(rows):
+        return {}
+    return {
+        f.name: figure_value(f, system, rows)
+        for f in FIGURES
+        if system.has(f) and not (group != "all" and f.unit == "selfplay")
+    }
+
+
+def comparisons(
+    baseline: SystemResult,
+    others: Sequence[SystemResult],
     eval_set: EvalSet,
-    resamples: int = 1000,
-    seed: int = 0,
+    *,
+    resamples: int,
+    seed: int,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """Paired bootstrap of each difference (other - baseline) over the same held-out pairs."""
-    rows = []
-    for metric in ("reward", "bleu2", "length", "dull_rate", "repetition_rate", "selfplay_turns"):
-        if metric in baseline.per_example and metric in other.per_example:
-            diff, low, high = paired_bootstrap(
-                baseline.per_example[metric],
-                other.per_example[metric],
-                resamples=resamples,
-                seed=seed,
-            )
-            rows.append({"metric": metric, "diff": diff, "low": low, "high": high})
-
-    def corpus_metric(run: RunEvaluation, fn: Any) -> Any:
-        replies = np.asarray(run.replies, dtype=object)
-        references = np.asarray(eval_set.references, dtype=object)
-        return lambda idx: fn(list(replies[idx]), list(references[idx]))
-
-    for metric, fn, recentre in (
-        ("sacrebleu", corpus_bleu, False),
-        ("distinct2", lambda replies, _refs: distinct_n(replies, 2), True),
-    ):
-        diff, low, high = paired_bootstrap_metric(
-            corpus_metric(baseline, fn),
-            corpus_metric(other, fn),
-            len(eval_set.pairs),
-            resamples=resamples,
-            seed=seed,
-            recentre=recentre,
+    """Each other system minus the baseline on every figure both have, in every group."""
+    jobs = [
+        (other, figure, group)
+        for other in others
+        for group in GROUPS
+        for figure in FIGURES
+        if baseline.has(figure)
+        and other.has(figure)
+        and not (group != "all" and figure.unit == "selfplay")
+        and len(group_rows(eval_set, group))
+    ]
+    rows_out = []
+    for other, figure, group in tqdm(jobs, desc="comparisons", unit="figure", disable=not progress):
+        rows = group_rows(eval_set, group)
+        (stats_a, stats_b), value = statistics(figure, [baseline, other], rows)
+        clusters = (
+            eval_set.selfplay_clusters if figure.unit == "selfplay" else eval_set.clusters[rows]
         )
-        rows.append({"metric": metric, "diff": diff, "low": low, "high": high})
-    return [{"baseline": baseline.name, "run": other.name, **row} for row in rows]
+        result: Comparison = compare(
+            stats_a, stats_b, clusters, value, resamples=resamples, seed=seed
+        )
+        rows_out.append(
+            {
+                "baseline": baseline.name,
+                "run": other.name,
+                "group": group,
+                "metric": figure.name,
+                "diff": result.diff,
+                "low": result.low,
+                "high": result.high,
+                "p_value": result.p_value,
+            }
+        )
+    return rows_out
 
 
 def reward_for(
@@ -228,6 +425,15 @@ def reward_for(
     return reward, judge.tokenizer
 
 
+def cluster_summary(eval_set: EvalSet) -> dict[str, Any]:
+    sizes = np.bincount(eval_set.clusters) if len(eval_set.clusters) else np.zeros(1)
+    return {
+        "clusters": int(len(sizes)),
+        "largest_cluster_share": float(sizes.max() / max(1, len(eval_set.clusters))),
+        "unseen_pairs": int(eval_set.unseen.sum()),
+    }
+
+
 def evaluate_runs(
     bots: list[Chatbot],
     splits: dict[str, list[Pair]],
@@ -235,31 +441,58 @@ def evaluate_runs(
     split: str = "test",
     decode: DecodeConfig | None = None,
     reward_spec: str | None = None,
+    baselines: Sequence[str] = ("random", "retrieval"),
     max_pairs: int = 0,
     resamples: int = 1000,
     seed: int = 0,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate bots on the same held-out pairs; the first bot is the baseline of comparisons."""
+    """Evaluate bots and baselines on the same held-out pairs; the first bot is the one every
+    other system is compared with."""
     decode = decode or DecodeConfig()
-    train_replies = [p.reply for p in splits["train"]]
-    dull = stock_replies(train_replies)  # what the stock reward prices, too
-    eval_set = build_eval_set(splits[split], dull, max_pairs=max_pairs)
-    reward, reward_tokenizer = reward_for(bots, reward_spec, dull)
+    eval_set = build_eval_set(
+        splits[split],
+        train_pairs=splits["train"],
+        valid_pairs=splits["valid"],
+        max_pairs=max_pairs,
+        seed=seed,
+    )
+    if not eval_set.pairs:
+        raise ValueError(f"the {split} split holds no pairs to evaluate")
+    reward, reward_tokenizer = reward_for(bots, reward_spec, eval_set.stock_set)
+    systems: list[Responder] = [*bots]
+    systems += [make_baseline(name, splits["train"], seed=seed) for name in baselines]
     results = []
-    for bot in bots:
-        logger.info("evaluating %s on %d %s pairs", bot.name, len(eval_set.pairs), split)
-        results.append(evaluate_bot(bot, eval_set, decode, reward, reward_tokenizer))
-    comparisons = [
-        row
-        for other in results[1:]
-        for row in compare(results[0], other, eval_set, resamples=resamples, seed=seed)
-    ]
+    for system in systems:
+        logger.info("evaluating %s on %d %s pairs", system.name, len(eval_set.pairs), split)
+        results.append(
+            evaluate_system(system, eval_set, decode, reward, reward_tokenizer, progress)
+        )
+    reference = reference_result(eval_set)
+    compared = comparisons(
+        results[0], results[1:], eval_set, resamples=resamples, seed=seed, progress=progress
+    )
     return {
         "split": split,
         "genres": bots[0].genres,
         "pairs": len(eval_set.pairs),
+        **cluster_summary(eval_set),
         "decode": vars(decode),
         "reward": reward.weights,
-        "runs": [{"name": r.name, "stage": r.stage, "metrics": r.metrics} for r in results],
-        "comparisons": comparisons,
+        "dull_replies": sorted(eval_set.dull_set),
+        "test": {
+            "method": "paired approximate randomisation over clusters",
+            "resamples": resamples,
+            "seed": seed,
+        },
+        "runs": [
+            {
+                "name": r.name,
+                "stage": r.stage,
+                "metrics": figures_of(r, eval_set, "all"),
+                "unseen": figures_of(r, eval_set, "unseen"),
+            }
+            for r in [*results, reference]
+        ],
+        "comparisons": compared,
     }

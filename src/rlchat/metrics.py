@@ -1,22 +1,79 @@
-"""Evaluation metrics on decoded replies, and paired bootstrap intervals to compare systems.
+"""Evaluation metrics on decoded replies.
 
 Replies and references are decoded strings (lower-cased, normalised); word-level metrics split
-them on whitespace. Paired bootstrap after Koehn, "Statistical Significance Tests for Machine
-Translation Evaluation", EMNLP 2004, https://aclanthology.org/W04-3250.
+them on whitespace. Corpus-level figures (sacreBLEU, distinct-n, the reply distribution) are
+also given as per-example statistics whose column sums determine the figure, so that a
+resampled corpus is scored by adding rows, never by re-running a scorer (see `significance`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Sequence
 
 import numpy as np
 import sacrebleu
+from scipy import sparse
+from sklearn.feature_extraction.text import CountVectorizer
 
-# canonical_reply and most_frequent live with the rewards (the stock reward uses them too).
-from rlchat.train.rewards import DULL_REPLIES, bleu2, canonical_reply, most_frequent  # noqa: F401
+from rlchat.text import DULL_REPLIES, canonical_reply, ngrams
 
 # --------------------------------------------------------------------------- overlap
+
+Token = Hashable  # a token id or a word: BLEU only compares tokens
+
+# Chen & Cherry 2014, smoothing method 1 as NLTK implements it: epsilon over zero-match orders.
+BLEU_EPSILON = 0.1
+BLEU_WEIGHTS = (0.5, 0.5)
+
+
+def _counts(tokens: Sequence[Token], n: int) -> Counter[tuple[Token, ...]]:
+    return Counter(ngrams(tokens, n))
+
+
+def _closest_length(references: Sequence[Sequence[Token]], length: int) -> int:
+    """The reference length nearest `length`, the shorter one on a tie (as NLTK and mteval)."""
+    return min((len(r) for r in references), key=lambda r: (abs(r - length), r))
+
+
+def _sentence_bleu2(hypothesis: Sequence[Token], references: Sequence[Sequence[Token]]) -> float:
+    if not references:
+        raise ValueError("bleu2 needs at least one reference per hypothesis")
+    hyp = tuple(hypothesis)
+    refs = [tuple(r) for r in references]
+    precisions = []
+    for n in range(1, len(BLEU_WEIGHTS) + 1):
+        counts = _counts(hyp, n)
+        ref_counts = [_counts(r, n) for r in refs]
+        # Modified precision: each n-gram is credited at most as often as one reference has it.
+        matches = sum(
+            min(count, max(rc[gram] for rc in ref_counts)) for gram, count in counts.items()
+        )
+        if n == 1 and matches == 0:
+            return 0.0  # NLTK returns 0 before smoothing when no unigram matches
+        total = max(1, len(hyp) - n + 1)  # NLTK's floor of 1 keeps 1-token replies defined
+        precisions.append(matches / total if matches else BLEU_EPSILON / total)
+    closest = _closest_length(refs, len(hyp))
+    brevity = 1.0 if len(hyp) > closest else math.exp(1 - closest / len(hyp))
+    log_mean = math.fsum(w * math.log(p) for w, p in zip(BLEU_WEIGHTS, precisions, strict=True))
+    return brevity * math.exp(log_mean)
+
+
+def bleu2(
+    hypotheses: Sequence[Sequence[Token]], references: Sequence[Sequence[Sequence[Token]]]
+) -> list[float]:
+    """Sentence BLEU-2 of each hypothesis against its references, in [0, 1].
+
+    Papineni et al. 2002 with weights (0.5, 0.5), smoothing method 1 (Chen & Cherry 2014) and
+    the brevity penalty of the closest reference length: equal to NLTK's
+    ``sentence_bleu(refs, hyp, weights=(0.5, 0.5), smoothing_function=method1)``, including
+    0 for an empty hypothesis or one without a matching token. ``references[i]`` holds one or
+    more references for ``hypotheses[i]``.
+    """
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")
+    return [_sentence_bleu2(h, refs) for h, refs in zip(hypotheses, references, strict=True)]
 
 
 def corpus_bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
@@ -56,16 +113,12 @@ def mean_bleu2(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -
 # --------------------------------------------------------------------------- diversity
 
 
-def _ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
-    return list(zip(*(words[i:] for i in range(n)), strict=False))
-
-
 def distinct_n(replies: Iterable[str], n: int) -> float:
     """Distinct-n (Li et al. 2016, https://arxiv.org/abs/1510.03055): distinct n-grams over
     all n-grams of all replies; 0 when the replies hold no n-gram."""
     if n < 1:
         raise ValueError(f"n must be at least 1, not {n}")
-    grams = [gram for reply in replies for gram in _ngrams(reply.split(), n)]
+    grams = [gram for reply in replies for gram in ngrams(reply.split(), n)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -92,7 +145,7 @@ def is_repetitive(reply: str, n: int = 2) -> bool:
     "i know i know" repeats a bigram; "gonna gonna" repeats a word at once.
     """
     words = reply.split()
-    grams = _ngrams(words, n)
+    grams = ngrams(words, n)
     stutter = any(a == b for a, b in zip(words, words[1:], strict=False))
     return stutter or len(set(grams)) < len(grams)
 
@@ -110,71 +163,100 @@ def perplexity(total_nll: float, tokens: int) -> float:
     return math.exp(mean) if mean < math.log(np.finfo(np.float64).max) else math.inf
 
 
-# --------------------------------------------------------------------------- bootstrap
+# --------------------------------------------------------------------------- reply distribution
 
 
-def _resamples(n: int, resamples: int, seed: int) -> np.ndarray:
-    """Indices of `resamples` bootstrap samples of n examples -> (resamples, n)."""
-    if n < 1:
-        raise ValueError("bootstrap needs at least one example")
-    if resamples < 1:
-        raise ValueError(f"resamples must be at least 1, not {resamples}")
-    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+def reply_counts(replies: Iterable[str]) -> Counter[str]:
+    """How often each reply occurs, compared in canonical form ("I'm not." == "i'm not")."""
+    return Counter(canonical_reply(r) for r in replies)
 
 
-def _interval(
-    observed: float, differences: np.ndarray, confidence: float
-) -> tuple[float, float, float]:
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), not {confidence}")
-    tail = 100.0 * (1.0 - confidence) / 2.0
-    low, high = np.percentile(differences, [tail, 100.0 - tail])
-    return float(observed), float(low), float(high)
+def top1_share(replies: Sequence[str]) -> float:
+    """Share of replies that are the single commonest reply: 1.0 for a bot with one answer."""
+    return max(reply_counts(replies).values()) / len(replies) if replies else 0.0
 
 
-def paired_bootstrap(
-    values_a: Sequence[float],
-    values_b: Sequence[float],
-    resamples: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> tuple[float, float, float]:
-    """Mean of b - a over paired per-example values, and its percentile bootstrap interval.
+def unique_share(replies: Sequence[str]) -> float:
+    """Distinct replies over replies: 1.0 when no two replies are the same."""
+    return len(reply_counts(replies)) / len(replies) if replies else 0.0
 
-    Returns (mean difference, low, high). Both systems are scored on the same resampled
-    examples, so the interval reflects their difference, not each one's spread.
+
+def reply_entropy(replies: Sequence[str]) -> float:
+    """Entropy in bits of the distribution of whole replies (log2 of N for N distinct replies
+    equally often; 0 for one reply to everything)."""
+    counts = np.asarray(list(reply_counts(replies).values()), dtype=np.float64)
+    return float(entropy_bits(counts[None, :])[0]) if counts.size else 0.0
+
+
+def entropy_bits(counts: np.ndarray) -> np.ndarray:
+    """Entropy in bits of each row of non-negative counts (R, K) -> (R,)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    p = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    return -(p * np.log2(np.where(p > 0, p, 1.0))).sum(axis=1)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def bleu_statistics(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> np.ndarray:
+    """SacreBLEU's sufficient statistics per hypothesis -> (n, 2 + 2 * 4) float64.
+
+    Columns: hypothesis length, reference length, then matches and totals of each n-gram
+    order. Their column sums give `corpus_bleu` exactly (`bleu_from_statistics`).
     """
-    a = np.asarray(values_a, dtype=np.float64)
-    b = np.asarray(values_b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"need two equally long lists, got shapes {a.shape} and {b.shape}")
-    differences = b - a  # (n,)
-    indices = _resamples(len(differences), resamples, seed)  # (resamples, n)
-    return _interval(differences.mean(), differences[indices].mean(axis=1), confidence)
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")
+    if not hypotheses:
+        return np.zeros((0, 10))
+    depth = max(len(refs) for refs in references)
+    streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(depth)]
+    scorer = sacrebleu.BLEU()
+    # The per-segment statistics sacreBLEU sums for its corpus score (and for its own paired
+    # tests); the public API only returns the sum.
+    stats = scorer._extract_corpus_statistics(list(hypotheses), streams)
+    return np.asarray(stats, dtype=np.float64)
 
 
-def paired_bootstrap_metric(
-    metric_a: Callable[[np.ndarray], float],
-    metric_b: Callable[[np.ndarray], float],
-    n: int,
-    resamples: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-    recentre: bool = False,
-) -> tuple[float, float, float]:
-    """`paired_bootstrap` for corpus-level metrics such as corpus BLEU.
+def bleu_from_statistics(totals: np.ndarray) -> np.ndarray:
+    """Corpus BLEU (sacreBLEU's default smoothing) of each row of summed statistics (R, 10)."""
+    order = sacrebleu.BLEU.NGRAM_ORDER if hasattr(sacrebleu.BLEU, "NGRAM_ORDER") else 4
+    scores = []
+    for row in np.atleast_2d(totals):
+        hyp_len, ref_len = int(row[0]), int(row[1])
+        correct = [int(c) for c in row[2 : 2 + order]]
+        total = [int(t) for t in row[2 + order : 2 + 2 * order]]
+        scores.append(
+            sacrebleu.BLEU.compute_bleu(correct, total, hyp_len, ref_len, smooth_method="exp").score
+        )
+    return np.asarray(scores)
 
-    ``metric_x(indices)`` scores system x on the examples at `indices` (repeats included);
-    returns (metric_b - metric_a on all n examples, low, high). The same seed draws the same
-    samples as `paired_bootstrap`. ``recentre`` shifts the resampled differences so that their
-    mean is the observed one, keeping their spread: for distinct-n, whose resamples repeat
-    replies and so lose distinct n-grams (the more varied system loses more), the plain
-    percentile interval can miss the observed difference altogether.
+
+def ngram_count_statistics(systems: Sequence[Sequence[str]], n: int) -> list[sparse.csr_array]:
+    """Each system's per-reply counts of word n-grams, on one shared vocabulary -> (n, G) each.
+
+    Their column sums give `distinct_n` (distinct columns over the total) for any subset.
     """
-    indices = _resamples(n, resamples, seed)  # (resamples, n)
-    everything = np.arange(n)
-    observed = metric_b(everything) - metric_a(everything)
-    differences = np.array([metric_b(sample) - metric_a(sample) for sample in indices])
-    if recentre:
-        differences = differences + (observed - differences.mean())
-    return _interval(observed, differences, confidence)
+    return _shared_counts(systems, lambda reply: [" ".join(g) for g in ngrams(reply.split(), n)])
+
+
+def reply_count_statistics(systems: Sequence[Sequence[str]]) -> list[sparse.csr_array]:
+    """Each system's replies as one-hot rows over the canonical replies of all -> (n, K) each.
+
+    Column sums are the reply counts behind `top1_share`, `unique_share`, `reply_entropy`.
+    """
+    return _shared_counts(systems, lambda reply: [canonical_reply(reply)])
+
+
+def _shared_counts(
+    systems: Sequence[Sequence[str]], analyzer: Callable[[str], list[str]]
+) -> list[sparse.csr_array]:
+    vectorizer = CountVectorizer(analyzer=analyzer)
+    try:
+        vectorizer.fit([reply for replies in systems for reply in replies])
+    except ValueError:  # not one item in any reply (e.g. only one-word replies for bigrams)
+        return [sparse.csr_array((len(replies), 1)) for replies in systems]
+    return [
+        sparse.csr_array(vectorizer.transform(list(replies)), dtype=np.float64)
+        for replies in systems
+    ]

@@ -23,7 +23,7 @@ from rlchat.config import (
     TokenizerConfig,
 )
 from rlchat.corpus import Corpus
-from rlchat.train.loop import RunDir, RunError
+from rlchat.runs import RunDir, RunError
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,11 @@ def run_is_complete(path: Path) -> bool:
 
 def mark_done(path: Path, summary: dict[str, Any]) -> None:
     atomic_write_text(path / DONE_FILE, json.dumps(summary, indent=2, default=str))
+
+
+# Systems in the quickstart's evaluation: CE, RL, the baselines and the held-out replies.
+EVAL_BASELINES = ("random", "retrieval")
+EVAL_SYSTEMS = 2 + len(EVAL_BASELINES) + 1
 
 
 def json_is_complete(path: Path, runs: int) -> bool:
@@ -149,7 +154,7 @@ def evaluate_stage(plan: QuickstartPlan, corpus: Corpus) -> dict[str, Any]:
     from rlchat.dataset import prepare_dataset
     from rlchat.evaluation import evaluate_runs
 
-    if json_is_complete(plan.eval_path, runs=2):
+    if json_is_complete(plan.eval_path, runs=EVAL_SYSTEMS):
         logger.info("evaluation %s is complete; skipping", plan.eval_path)
         return json.loads(plan.eval_path.read_text(encoding="utf-8"))
     bots = [Chatbot.load(path, device=plan.device) for path in (plan.ce_dir, plan.rl_dir)]
@@ -157,7 +162,9 @@ def evaluate_stage(plan: QuickstartPlan, corpus: Corpus) -> dict[str, Any]:
         corpus, bots[0].data_config, bots[0].tokenizer_config, tokenizer=bots[0].tokenizer
     )
     splits = {name: [e.pair for e in data.examples] for name, data in dataset.splits.items()}
-    result = evaluate_runs(bots, splits, split="test")
+    result = evaluate_runs(
+        bots, splits, split="test", baselines=EVAL_BASELINES, progress=plan.progress
+    )
     atomic_write_text(plan.eval_path, json.dumps(result, indent=2))
     return result
 

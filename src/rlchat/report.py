@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from rlchat.chatbot import Chatbot
 from rlchat.checkpoint import CheckpointError, atomic_write_bytes, atomic_write_text
 from rlchat.config import DecodeConfig
-from rlchat.train.loop import RunDir, RunError, read_metrics
+from rlchat.runs import RunDir, RunError, read_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -44,21 +44,30 @@ REWARDS_PLOT = "rewards.png"
 SAMPLES_FILE = "samples.md"
 REPORT_FILE = "report.md"
 
-# Rows of the evaluation table, in reading order; metrics not listed here follow them.
-METRIC_ORDER = (
-    "reward",
-    "bleu2",
-    "sacrebleu",
-    "perplexity",
+# The evaluation's two tables: figures judged against the references, and figures of the
+# replies alone (which the held-out replies themselves also get).
+REFERENCE_FIGURES = ("reward", "bleu2", "sacrebleu", "perplexity")
+REPLY_FIGURES = (
+    "top1",
+    "unique",
+    "entropy",
     "distinct1",
     "distinct2",
     "length",
     "dull_rate",
+    "stock_rate",
     "repetition_rate",
     "selfplay_turns",
 )
 # Most metrics are fractions (3 decimals); these live on larger scales.
-METRIC_FORMATS = {"perplexity": ".1f", "sacrebleu": ".2f", "length": ".2f", "selfplay_turns": ".2f"}
+METRIC_FORMATS = {
+    "perplexity": ".1f",
+    "sacrebleu": ".2f",
+    "length": ".2f",
+    "selfplay_turns": ".2f",
+    "entropy": ".2f",
+    "bleu2": ".4f",
+}
 LINE_STYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "v")
 SPARSE_POINTS = 50
@@ -133,6 +142,8 @@ def rl_panels() -> list[Panel]:
         ),
         Panel("validation reward", (("valid/reward", "valid"),)),
         Panel("validation BLEU-2", (("valid/bleu2", "valid"),)),
+        # The share of the commonest greedy reply: a collapse onto one answer shows here first.
+        Panel("validation top1", (("valid/top1", "valid"),)),
     ]
 
 
@@ -216,55 +227,102 @@ def _format_metric(name: str, value: Any) -> str:
     return format(value, METRIC_FORMATS.get(name, ".3f"))
 
 
-def is_significant(comparison: dict[str, Any]) -> bool:
-    """The 95% interval excludes 0: the difference is unlikely to be resampling noise."""
+def is_significant(comparison: dict[str, Any], level: float = 0.05) -> bool:
+    """The paired randomisation test rejects "no difference" at `level`."""
+    if "p_value" in comparison:
+        return comparison["p_value"] < level
     return comparison["low"] > 0 or comparison["high"] < 0
 
 
-def _metric_rows(evaluation: dict[str, Any]) -> list[str]:
-    present = {name for run in evaluation.get("runs", []) for name in run.get("metrics", {})}
-    ordered = [name for name in METRIC_ORDER if name in present]
-    return ordered + sorted(present - set(ordered))
+def _system_label(run: dict[str, Any]) -> str:
+    return f"{run['name']} ({run.get('stage', '?')})"
 
 
-def _comparison_table(comparisons: Sequence[dict[str, Any]]) -> str:
+def figure_tables(
+    evaluation: dict[str, Any], group: str = "all"
+) -> list[tuple[list[str], list[list[str]]]]:
+    """(header, rows) of each figure table, one row per system; figures no system has are left
+    out. ``group`` is ``all`` or ``unseen`` (inputs never seen in training)."""
+    key = "metrics" if group == "all" else group
+    runs = [run for run in evaluation.get("runs", []) if run.get(key)]
+    tables = []
+    for names in (REFERENCE_FIGURES, REPLY_FIGURES):
+        present = [n for n in names if any(n in run[key] for run in runs)]
+        if not present:
+            continue
+        rows = [
+            [_system_label(run), *(_format_metric(n, run[key].get(n)) for n in present)]
+            for run in runs
+            if any(n in run[key] for n in present)  # the held-out replies have no BLEU
+        ]
+        tables.append((["system", *present], rows))
+    return tables
+
+
+def comparison_table(
+    evaluation: dict[str, Any], group: str = "all"
+) -> tuple[list[str], list[list[str]]] | None:
+    """(header, rows): one row per figure, one column per system minus the first run, each
+    cell the difference, its 95% interval and ``*`` where the test rejects no difference."""
+    rows_in = [c for c in evaluation.get("comparisons", []) if c.get("group", "all") == group]
+    if not rows_in:
+        return None
+    pairs = list(dict.fromkeys((c["run"], c["baseline"]) for c in rows_in))
+    metrics = list(dict.fromkeys(c["metric"] for c in rows_in))
+    cells = {(c["run"], c["baseline"], c["metric"]): c for c in rows_in}
     rows = []
-    for c in comparisons:
-        mark = "*" if is_significant(c) else ""
-        diff = format(c["diff"], "+.4f")
-        rows.append(
-            [
-                c["run"],
-                c["baseline"],
-                c["metric"],
-                f"**{diff}**" if mark else diff,
-                f"[{c['low']:+.4f}, {c['high']:+.4f}]",
-                mark or " ",
-            ]
+    for metric in metrics:
+        row = [metric]
+        for run, baseline in pairs:
+            c = cells.get((run, baseline, metric))
+            if c is None:
+                row.append("—")
+                continue
+            fmt = "+.2f" if METRIC_FORMATS.get(metric) in (".1f", ".2f") else "+.4f"
+            mark = " *" if is_significant(c) else ""
+            low, high = format(c["low"], fmt), format(c["high"], fmt)
+            row.append(f"{format(c['diff'], fmt)} [{low}, {high}]{mark}")
+        rows.append(row)
+    return ["figure", *(f"{run} − {baseline}" for run, baseline in pairs)], rows
+
+
+def evaluation_summary(evaluation: dict[str, Any]) -> str:
+    genres = ", ".join(evaluation.get("genres", [])) or "all genres"
+    text = (
+        f"Split **{evaluation.get('split', '?')}**, {genres}, {evaluation.get('pairs', '?')} pairs"
+    )
+    if "clusters" in evaluation:
+        text += (
+            f" in {evaluation['clusters']} clusters (same conversation or same input; the "
+            f"largest holds {evaluation['largest_cluster_share']:.0%}), "
+            f"{evaluation['unseen_pairs']} of them with an input never seen in training"
         )
-    header = ["run", "baseline", "metric", "difference", "95% interval", "excludes 0"]
-    note = "`*`: the 95% bootstrap interval of the difference (run − baseline) excludes 0."
-    return markdown_table(header, rows) + "\n\n" + note
+    return text + "."
+
+
+SIGNIFICANCE_NOTE = (
+    "Differences: system − first run, with the 95% interval; `*`: paired approximate "
+    'randomisation over clusters of pairs rejects "no difference" (p < 0.05). '
+    "`dull_rate` and self-play count a list of held-out dull replies that no reward prices; "
+    "`stock_rate` counts what the `stock` reward prices."
+)
 
 
 def evaluation_markdown(evaluation: dict[str, Any]) -> str:
-    """Metrics as rows, runs as columns, then the paired differences with their 95% intervals."""
-    runs = evaluation.get("runs", [])
-    genres = ", ".join(evaluation.get("genres", [])) or "all genres"
-    parts = [
-        f"Split **{evaluation.get('split', '?')}**, {genres}, "
-        f"{evaluation.get('pairs', '?')} pairs.",
-        markdown_table(
-            ["metric", *(f"{run['name']} ({run.get('stage', '?')})" for run in runs)],
-            [
-                [name, *(_format_metric(name, run["metrics"].get(name)) for run in runs)]
-                for name in _metric_rows(evaluation)
-            ],
-            align="---:",
-        ),
-    ]
+    """Systems as rows and figures as columns, for all pairs and for unseen inputs; then the
+    differences from the first run with their intervals."""
+    parts = [evaluation_summary(evaluation)]
+    for group, title in (("all", "All pairs"), ("unseen", "Inputs never seen in training")):
+        tables = figure_tables(evaluation, group)
+        if not tables:
+            continue
+        parts.append(f"**{title}**")
+        parts += [markdown_table(header, rows, align="---:") for header, rows in tables]
+        compared = comparison_table(evaluation, group)
+        if compared is not None:
+            parts.append(markdown_table(*compared, align="---:"))
     if evaluation.get("comparisons"):
-        parts.append(_comparison_table(evaluation["comparisons"]))
+        parts.append(SIGNIFICANCE_NOTE)
     return "\n\n".join(parts)
 
 

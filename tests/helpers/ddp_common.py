@@ -7,9 +7,9 @@ import torch
 from rlchat.config import CrossEntropyConfig, ModelConfig
 from rlchat.dataset import Example
 from rlchat.model import Seq2Seq
+from rlchat.runs import RunDir
 from rlchat.train.cross_entropy import CrossEntropyTrainer
 from rlchat.train.distributed import SINGLE, World
-from rlchat.train.loop import RunDir
 
 _g = torch.Generator().manual_seed(0)
 BATCH = [

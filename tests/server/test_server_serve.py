@@ -8,8 +8,8 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from rlchat.runs import RunError
 from rlchat.server import ServerSettings, serve
-from rlchat.train.loop import RunError
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def serve(
     """
     import uvicorn
 
-    from rlchat.train.loop import RunError
+    from rlchat.runs import RunError
 
     if not runs:
         raise RunError("serve needs at least one run directory")

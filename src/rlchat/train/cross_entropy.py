@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,12 @@ from rlchat.config import (
 from rlchat.corpus import Corpus
 from rlchat.dataset import Example, prepare_dataset
 from rlchat.model import Seq2Seq, count_parameters
+from rlchat.runs import RunDir, RunError, autocast, pick_device
+from rlchat.scoring import reference_loss
 from rlchat.tokenizer import ChatTokenizer
 from rlchat.train.distributed import SINGLE, World, device_for, init_world
-from rlchat.train.loop import RunDir, RunError, check_writable, pick_device, seed_everything
-from rlchat.train.trainer import Trainer, autocast
+from rlchat.train.loop import check_writable, seed_everything
+from rlchat.train.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -61,29 +62,11 @@ def token_loss(
     return total * world.size / tokens
 
 
-@torch.inference_mode()
 def evaluate_loss(
-    model: Seq2Seq, examples: list[Example], device: torch.device, batch_size: int = 256
+    model: Seq2Seq, examples: list[Example], device: torch.device
 ) -> dict[str, float]:
-    """Token-level loss and perplexity of references, in a fixed length-sorted order."""
-    was_training = model.training
-    model.eval()
-    order = sorted(
-        range(len(examples)), key=lambda i: (len(examples[i].reply), len(examples[i].source))
-    )
-    total, tokens = 0.0, 0
-    for start in range(0, len(order), batch_size):
-        chunk = [examples[i] for i in order[start : start + batch_size]]
-        batch = make_batch([e.source for e in chunk], [e.reply for e in chunk]).to(device)
-        with autocast(device):
-            logits = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_mask)
-        total += F.cross_entropy(
-            logits.float(), batch.tgt_out[batch.tgt_mask], reduction="sum"
-        ).item()
-        tokens += batch.target_tokens
-    model.train(was_training)
-    loss = total / max(1, tokens)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+    """Token-level loss and perplexity of the examples' replies (validation)."""
+    return reference_loss(model, [e.source for e in examples], [e.reply for e in examples], device)
 
 
 class CrossEntropyTrainer(Trainer):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,12 +38,14 @@ from rlchat.dataset import Example, prepare_dataset
 from rlchat.decoding import DecodeResult, SelfCriticalSampling, decode
 from rlchat.decoding.base import length_mask
 from rlchat.model import Seq2Seq, dropout_disabled
+from rlchat.rewards import RewardFunction, parse_reward_spec, word_bleu2
+from rlchat.runs import RunDir, RunError, autocast, pick_device
+from rlchat.text import stock_replies
 from rlchat.tokenizer import BOS_ID, ChatTokenizer
 from rlchat.train.cross_entropy import token_loss
 from rlchat.train.distributed import device_for, init_world
-from rlchat.train.loop import RunDir, RunError, check_writable, pick_device, seed_everything
-from rlchat.train.rewards import RewardFunction, parse_reward_spec, stock_replies, word_bleu2
-from rlchat.train.trainer import Trainer, autocast
+from rlchat.train.loop import check_writable, seed_everything
+from rlchat.train.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -212,9 +214,11 @@ class SCSTTrainer(Trainer):
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, dict[str, float]]:
-        """Mean reward of greedy replies on validation (higher is better, so minus is the score)."""
+        """Greedy replies on validation; the score (lower is better) is minus the figure that
+        ``select_by`` names: BLEU-2 by default, not the reward the run maximises."""
         self.model.eval()
         rewards, bleus, parts_sum = [], [], defaultdict(float)
+        replies_seen: Counter[tuple[int, ...]] = Counter()
         for start in range(0, len(self.valid_examples), 256):
             chunk = self.valid_examples[start : start + 256]
             sources = [e.source for e in chunk]
@@ -224,6 +228,7 @@ class SCSTTrainer(Trainer):
                 replies = decode(self.model, src, src_lengths, self.greedy).to_lists()
             reward, parts = self.reward(replies, sources, references)
             rewards.append(reward)
+            replies_seen.update(tuple(reply) for reply in replies)
             bleus.extend(word_bleu2(replies, references, self.tokenizer))
             for name, values in parts.items():
                 parts_sum[name] += float(values.sum())
@@ -232,9 +237,11 @@ class SCSTTrainer(Trainer):
         figures = {
             "valid/reward": mean_reward,
             "valid/bleu2": math.fsum(bleus) / n,
+            "valid/top1": max(replies_seen.values(), default=0) / n,
             **{f"valid/reward_{name}": total / n for name, total in parts_sum.items()},
         }
-        return -mean_reward, figures
+        chosen = figures["valid/bleu2"] if self.config.select_by == "bleu2" else mean_reward
+        return -chosen, figures
 
 
 def load_policy(init: Path, device: torch.device) -> tuple[Seq2Seq, dict[str, Any], str]:

@@ -3,7 +3,6 @@ resume and Ctrl-C. Each stage (cross-entropy, SCST) supplies its step and its va
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -25,10 +24,11 @@ from rlchat.checkpoint import (
     unflatten_optimizer,
 )
 from rlchat.config import LoopConfig
-from rlchat.dataset import Example
+from rlchat.dataset import Example, seeded_sample
 from rlchat.model import Seq2Seq
+from rlchat.runs import RunDir
 from rlchat.train.distributed import SINGLE, World
-from rlchat.train.loop import Budget, MetricsLog, RunDir, stop_on_interrupt
+from rlchat.train.loop import Budget, MetricsLog, stop_on_interrupt
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +62,6 @@ def build_optimizer(model: torch.nn.Module, config: LoopConfig) -> torch.optim.O
     return torch.optim.Adam(model.parameters(), lr=config.lr)
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; full precision on CPU, where it is both exact and fastest here."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 class Trainer:
     """Base trainer. Subclasses implement ``loss(examples)`` and ``evaluate()``."""
 
@@ -95,7 +88,8 @@ class Trainer:
         self.model = model.to(device)
         self.net = world.wrap(self.model)  # what forward passes with gradient go through
         self.train_examples = train_examples
-        self.valid_examples = valid_examples[: config.max_eval_pairs]
+        kept = seeded_sample(len(valid_examples), config.max_eval_pairs, seed=config.seed)
+        self.valid_examples = [valid_examples[i] for i in kept]
         self.config = config
         self.device = device
         self.optimizer = build_optimizer(self.model, config)

@@ -10,88 +10,27 @@ Shapes: B pairs scored, C candidates, D dull replies, N real target tokens, V vo
 
 from __future__ import annotations
 
-import contextlib
 import math
-import string
 from collections import Counter, defaultdict
-from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-from rlchat.batching import encode_inputs, make_batch
-from rlchat.model import DecoderState, Seq2Seq
-from rlchat.tokenizer import ChatTokenizer, normalize_text
+from rlchat.batching import encode_inputs
+from rlchat.metrics import bleu2
+from rlchat.model import Seq2Seq
+from rlchat.scoring import frozen, mean_target_log_prob, sequence_log_likelihood
+from rlchat.text import DULL_REPLIES, canonical_reply, ngrams
+from rlchat.tokenizer import ChatTokenizer
 
 Token = Hashable  # a token id or a word: BLEU and the repeat penalty only compare tokens
 
 REWARD_NAMES = ("bleu", "dull", "repeat", "coherence", "generic", "shared", "stock")
 
-# Li et al. 2016, sec. 3.2: the list S of dull responses behind "ease of answering".
-DULL_REPLIES = (
-    "i don't know what you're talking about",
-    "i don't know",
-    "you don't know",
-    "you know what i mean",
-    "i know what you mean",
-    "you know what i'm saying",
-    "you don't know anything",
-)
-
-# Chen & Cherry 2014, smoothing method 1 as NLTK implements it: epsilon over zero-match orders.
-BLEU_EPSILON = 0.1
-BLEU_WEIGHTS = (0.5, 0.5)
-
-
-# --------------------------------------------------------------------------- text rewards
-
 
 def _ngrams(tokens: Sequence[Token], n: int) -> Counter[tuple[Token, ...]]:
-    return Counter(zip(*(tokens[i:] for i in range(n)), strict=False))
-
-
-def _closest_length(references: Sequence[Sequence[Token]], length: int) -> int:
-    """The reference length nearest `length`, the shorter one on a tie (as NLTK and mteval)."""
-    return min((len(r) for r in references), key=lambda r: (abs(r - length), r))
-
-
-def _sentence_bleu2(hypothesis: Sequence[Token], references: Sequence[Sequence[Token]]) -> float:
-    if not references:
-        raise ValueError("bleu2 needs at least one reference per hypothesis")
-    hyp = tuple(hypothesis)
-    refs = [tuple(r) for r in references]
-    precisions = []
-    for n in range(1, len(BLEU_WEIGHTS) + 1):
-        counts = _ngrams(hyp, n)
-        ref_counts = [_ngrams(r, n) for r in refs]
-        # Modified precision: each n-gram is credited at most as often as one reference has it.
-        matches = sum(
-            min(count, max(rc[gram] for rc in ref_counts)) for gram, count in counts.items()
-        )
-        if n == 1 and matches == 0:
-            return 0.0  # NLTK returns 0 before smoothing when no unigram matches
-        total = max(1, len(hyp) - n + 1)  # NLTK's floor of 1 keeps 1-token replies defined
-        precisions.append(matches / total if matches else BLEU_EPSILON / total)
-    closest = _closest_length(refs, len(hyp))
-    brevity = 1.0 if len(hyp) > closest else math.exp(1 - closest / len(hyp))
-    log_mean = math.fsum(w * math.log(p) for w, p in zip(BLEU_WEIGHTS, precisions, strict=True))
-    return brevity * math.exp(log_mean)
-
-
-def bleu2(
-    hypotheses: Sequence[Sequence[Token]], references: Sequence[Sequence[Sequence[Token]]]
-) -> list[float]:
-    """Sentence BLEU-2 of each hypothesis against its references, in [0, 1].
-
-    Papineni et al. 2002 with weights (0.5, 0.5), smoothing method 1 (Chen & Cherry 2014) and
-    the brevity penalty of the closest reference length: equal to NLTK's
-    ``sentence_bleu(refs, hyp, weights=(0.5, 0.5), smoothing_function=method1)``, including
-    0 for an empty hypothesis or one without a matching token. ``references[i]`` holds one or
-    more references for ``hypotheses[i]``.
-    """
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")
-    return [_sentence_bleu2(h, refs) for h, refs in zip(hypotheses, references, strict=True)]
+    return Counter(ngrams(tokens, n))
 
 
 def _repetition(tokens: tuple[Token, ...], orders: Sequence[int], max_token_count: int) -> float:
@@ -223,61 +162,6 @@ def generic_penalty(
 # --------------------------------------------------------------------------- model rewards
 
 
-def _mean_target_log_prob(
-    model: Seq2Seq, state: DecoderState, targets: Sequence[Sequence[int]], device: torch.device
-) -> Tensor:
-    """Mean per-token log p(target + <eos>) for each row of an encoded state -> (R,)."""
-    batch = make_batch([[]] * len(targets), targets).to(device)
-    logits = model.target_logits(state, batch.tgt_in, batch.tgt_mask)  # (N, V)
-    gold = batch.tgt_out[batch.tgt_mask]  # (N,)
-    token_log_probs = torch.log_softmax(logits.float(), dim=-1).gather(1, gold.unsqueeze(1))
-    # Row of every real target token, in the same row-major order as the logits.
-    row_of_token = batch.tgt_mask.nonzero()[:, 0]  # (N,)
-    sums = torch.zeros(len(targets), device=device).index_add_(
-        0, row_of_token, token_log_probs.squeeze(1)
-    )  # (R,)
-    return sums / batch.tgt_mask.sum(dim=1)  # reply length + 1 for <eos>
-
-
-@contextlib.contextmanager
-def _frozen(model: Seq2Seq) -> Iterator[None]:
-    """Eval mode (no dropout) and no gradient; the model's mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.train(was_training)
-
-
-def sequence_log_likelihood(
-    model: Seq2Seq,
-    sources: Sequence[Sequence[int]],
-    targets: Sequence[Sequence[int]],
-    device: torch.device | str,
-    batch_size: int = 512,
-) -> Tensor:
-    """Mean per-token log p(target | source), <eos> included, for each pair -> (B,) float32.
-
-    Teacher-forced and without gradient, in eval mode. Pairs are sorted by length before
-    batching, so each batch holds little padding; the result is in the order of the inputs.
-    """
-    if len(sources) != len(targets):
-        raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
-    device = torch.device(device)
-    order = sorted(range(len(targets)), key=lambda i: (len(targets[i]), len(sources[i])))
-    result = torch.empty(len(targets), device=device)
-    with _frozen(model):
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            src, src_lengths = encode_inputs([sources[i] for i in rows])
-            state = model.start(src.to(device), src_lengths)
-            values = _mean_target_log_prob(model, state, [targets[i] for i in rows], device)
-            result[torch.as_tensor(rows, device=device)] = values
-    return result
-
-
 DULL_CAP = 5.0
 
 
@@ -302,12 +186,12 @@ def dull_penalty(
     C, D = len(distinct), len(dull_replies)
     if not C:
         return []
-    with _frozen(model):
+    with frozen(model):
         src, src_lengths = encode_inputs(distinct)
         state = model.start(src.to(device), src_lengths)
         state = state.index_select(torch.arange(C, device=device).repeat_interleave(D))
         targets = [dull for _ in range(C) for dull in dull_replies]  # candidate-major
-        log_likelihood = _mean_target_log_prob(model, state, targets, device).view(C, D)
+        log_likelihood = mean_target_log_prob(model, state, targets, device).view(C, D)
     # Capped: beyond DULL_CAP nats a dull answer is already unlikely, and more would only
     # reward gibberish that no reply can follow (the policy finds it within a few hundred steps).
     penalty = (-log_likelihood.mean(dim=1)).clamp(max=DULL_CAP).tolist()
@@ -325,27 +209,6 @@ def coherence(
     The forward half of Li et al.'s semantic coherence (sec. 3.2); at most 0.
     """
     return sequence_log_likelihood(model, sources, replies, device).tolist()
-
-
-def canonical_reply(text: str) -> str:
-    """The form replies are compared in: normalised, single-spaced, no trailing punctuation.
-
-    "I don't know." and "i don't know" are the same dull reply.
-    """
-    return normalize_text(text).rstrip(string.punctuation + " ")
-
-
-def most_frequent(texts: Iterable[str], k: int = 20) -> list[str]:
-    """The k commonest replies in canonical form, commonest first (ties: first seen first)."""
-    counts = Counter(canonical_reply(t) for t in texts)
-    counts.pop("", None)  # a reply of punctuation alone is not a reply anyone would list
-    return [text for text, _ in counts.most_common(k)]
-
-
-def stock_replies(training_replies: Iterable[str], k: int = 20) -> set[str]:
-    """Li et al.'s dull list and the k commonest training replies, in canonical form: the
-    replies that fit any input, which evaluation counts as dull."""
-    return {canonical_reply(d) for d in DULL_REPLIES} | set(most_frequent(training_replies, k))
 
 
 def stock_penalty(replies: Sequence[str], stock: Collection[str]) -> list[float]:

@@ -1,0 +1,188 @@
+"""Does `rlchat eval`'s significance test mean what it says? Calibration on real held-out pairs.
+
+The pairs, references and clusters are the real test split of a genre (the shared excerpt by
+default). The systems are bots without a model, so that thousands of them can be scored:
+
+* A/A: two random-reply bots (`rlchat.baselines.RandomReplyBot`) with different seeds. Each
+  is a function of its input, as a deterministic bot is (a line said twice gets the same
+  reply twice), and the two differ only by chance. A test at the 95% level should call them
+  different about 5% of the time; the benchmark reports how often it does, per figure, for
+  the clustered test `rlchat eval` uses and for the same test on single pairs.
+* Known difference: bot B answers a share of its inputs with a stock reply ("i don't know.")
+  and the rest at random. The true difference of each figure at this sample size is the mean
+  over many draws; the benchmark reports how often the 95% interval covers it.
+
+Each replication draws two seeds from a pool and half the clusters of the split at random.
+
+    python benchmarks/eval_calibration.py --corpus ../shared/data/cornell-excerpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rlchat.baselines import RandomReplyBot
+from rlchat.config import DataConfig, TokenizerConfig
+from rlchat.corpus import load_corpus
+from rlchat.dataset import prepare_dataset
+from rlchat.evaluation import (
+    FIGURES,
+    EvalSet,
+    SystemResult,
+    build_eval_set,
+    reply_values,
+    statistics,
+)
+from rlchat.metrics import bleu2, bleu_statistics
+from rlchat.significance import compare
+from rlchat.tokenizer import normalize_text
+
+# Figures a bot without a model has (no perplexity, no reward, self-play is its own unit).
+CHECKED = [f for f in FIGURES if f.name not in ("reward", "perplexity", "selfplay_turns")]
+STOCK = "i don't know."
+
+
+class StockBot(RandomReplyBot):
+    """A random-reply bot that says "i don't know." to a share of its inputs (by hash)."""
+
+    def __init__(self, train_pairs, seed: int, share: float) -> None:
+        super().__init__(train_pairs, seed=seed, name=f"stock-{seed}")
+        self.share = share
+
+    def reply_batch(self, messages, histories=None, config=None):
+        replies = super().reply_batch(messages)
+        out = []
+        for message, reply in zip(messages, replies, strict=True):
+            key = f"stock:{self.seed}:{normalize_text(message)}".encode()
+            u = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
+            out.append(STOCK if u < self.share else reply)
+        return out
+
+
+def score(bot: RandomReplyBot, eval_set: EvalSet) -> SystemResult:
+    replies = bot.reply_batch([p.source for p in eval_set.pairs])
+    result = SystemResult(name=bot.name, stage="baseline", replies=replies)
+    words = [[ref.split() for ref in refs] for refs in eval_set.references]
+    result.values = {"bleu2": np.asarray(bleu2([r.split() for r in replies], words))}
+    result.values |= reply_values(replies, eval_set)
+    result.bleu = bleu_statistics(replies, eval_set.references)
+    return result
+
+
+def half_of_the_clusters(eval_set: EvalSet, rng: np.random.Generator) -> np.ndarray:
+    count = int(eval_set.clusters.max()) + 1
+    kept = rng.random(count) < 0.5
+    return np.flatnonzero(kept[eval_set.clusters])
+
+
+def run(args: argparse.Namespace) -> dict:
+    corpus = load_corpus(Path(args.corpus))
+    # The default run's data: the same split, tokenizer and length filter as `rlchat eval`'s.
+    dataset = prepare_dataset(corpus, DataConfig(genres=[args.genre]), TokenizerConfig())
+    splits = {name: [e.pair for e in d.examples] for name, d in dataset.splits.items()}
+    eval_set = build_eval_set(
+        splits["test"], train_pairs=splits["train"], valid_pairs=splits["valid"]
+    )
+    started = time.perf_counter()
+    plain = [score(RandomReplyBot(splits["train"], seed=s), eval_set) for s in range(args.pool)]
+    stocky = [
+        score(StockBot(splits["train"], seed=1000 + s, share=args.stock_share), eval_set)
+        for s in range(args.pool)
+    ]
+    scoring_s = time.perf_counter() - started
+    rng = np.random.default_rng(args.seed)
+
+    def draw(pool_b):
+        i = int(rng.integers(args.pool))
+        j = int(rng.integers(args.pool - 1))
+        j = j + (j >= i) if pool_b is plain else j
+        return plain[i], pool_b[j], half_of_the_clusters(eval_set, rng)
+
+    # The truth for the known difference: the mean difference over many draws of the same size.
+    truth = {f.name: [] for f in CHECKED}
+    for _ in range(args.truth_draws):
+        a, b, rows = draw(stocky)
+        for figure in CHECKED:
+            (stats_a, stats_b), value = statistics(figure, [a, b], rows)
+            total_a = np.asarray(stats_a.sum(axis=0), dtype=float).reshape(1, -1)
+            total_b = np.asarray(stats_b.sum(axis=0), dtype=float).reshape(1, -1)
+            truth[figure.name].append(float(value(total_b)[0] - value(total_a)[0]))
+    true_difference = {name: float(np.mean(values)) for name, values in truth.items()}
+
+    rejections = {f.name: {"clusters": 0, "pairs": 0} for f in CHECKED}
+    covered = {f.name: 0 for f in CHECKED}
+    for replication in range(args.replications):
+        a, b, rows = draw(plain)
+        a2, b2, rows2 = draw(stocky)
+        for figure in CHECKED:
+            (stats_a, stats_b), value = statistics(figure, [a, b], rows)
+            single = np.arange(len(rows))  # the same test with every pair its own cluster
+            for name, clusters in (("clusters", eval_set.clusters[rows]), ("pairs", single)):
+                result = compare(
+                    stats_a, stats_b, clusters, value, resamples=args.resamples, seed=replication
+                )
+                rejections[figure.name][name] += result.significant()
+            (stats_a, stats_b), value = statistics(figure, [a2, b2], rows2)
+            result = compare(
+                stats_a,
+                stats_b,
+                eval_set.clusters[rows2],
+                value,
+                resamples=args.resamples,
+                seed=replication,
+            )
+            covered[figure.name] += result.low <= true_difference[figure.name] <= result.high
+    n = args.replications
+    return {
+        "machine": f"{platform.machine()}, {platform.processor() or platform.platform()}",
+        "genre": args.genre,
+        "test_pairs": len(eval_set.pairs),
+        "clusters": int(eval_set.clusters.max()) + 1,
+        "replications": n,
+        "resamples": args.resamples,
+        "stock_share": args.stock_share,
+        "seconds": round(time.perf_counter() - started, 1),
+        "scoring_seconds": round(scoring_s, 1),
+        "false_positive_rate": {
+            name: {kind: count / n for kind, count in kinds.items()}
+            for name, kinds in rejections.items()
+        },
+        "true_difference": true_difference,
+        "coverage": {name: count / n for name, count in covered.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", default="../shared/data/cornell-excerpt")
+    parser.add_argument("--genre", default="comedy")
+    parser.add_argument("--replications", type=int, default=400)
+    parser.add_argument("--resamples", type=int, default=500, help="random swaps per test")
+    parser.add_argument("--pool", type=int, default=30, help="bots of each kind to draw from")
+    parser.add_argument("--truth-draws", type=int, default=1000)
+    parser.add_argument("--stock-share", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    result = run(args)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    worst_fp = max(v["clusters"] for v in result["false_positive_rate"].values())
+    best_fp = min(v["clusters"] for v in result["false_positive_rate"].values())
+    worst_cover = min(result["coverage"].values())
+    print(
+        f"A/A false-positive rate at 95%: {best_fp:.3f} to {worst_fp:.3f} over figures "
+        f"(clustered test); interval coverage of a known difference: {worst_cover:.3f} at worst"
+    )
+
+
+if __name__ == "__main__":
+    main()
