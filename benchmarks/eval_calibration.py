@@ -165,7 +165,7 @@ def main() -> None:
     parser.add_argument("--genre", default="comedy")
     parser.add_argument("--replications", type=int, default=400)
     parser.add_argument("--resamples", type=int, default=500, help="random swaps per test")
-    parser.add_argument("--pool", type=int, default=30, help="bots of each kind to draw from")
+    parser.add_argument("--pool", type=int, default=200, help="bots of each kind to draw from")
     parser.add_argument("--truth-draws", type=int, default=1000)
     parser.add_argument("--stock-share", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)

@@ -130,3 +130,26 @@ def test_compare_is_deterministic_for_a_seed():
     clusters = np.arange(80) // 4
     first = compare(a, b, clusters, mean_value, seed=9)
     assert first == compare(a, b, clusters, mean_value, seed=9)
+
+
+def test_half_sample_interval_has_the_width_of_the_standard_error():
+    rng = np.random.default_rng(8)
+    a = rng.normal(size=400)
+    b = a + rng.normal(size=400)  # differences with standard deviation 1
+    result = compare(mean_statistics(a), mean_statistics(b), np.arange(400), mean_value)
+    half_width = (result.high - result.low) / 2
+    assert half_width == pytest.approx(1.96 / np.sqrt(400), rel=0.25)
+
+
+def test_half_sample_interval_does_not_grow_with_the_difference():
+    rng = np.random.default_rng(9)
+    a = rng.normal(size=300)
+    noise = rng.normal(size=300)
+    widths = [
+        (lambda r: r.high - r.low)(
+            compare(mean_statistics(a), mean_statistics(a + shift + noise), np.arange(300),
+                    mean_value)
+        )
+        for shift in (0.0, 5.0)
+    ]  # fmt: skip
+    assert widths[1] == pytest.approx(widths[0], rel=0.05)

@@ -33,8 +33,10 @@ def test_most_frequent_returns_the_commonest_canonical_replies():
 def test_held_out_dull_list_is_disjoint_from_what_the_stock_reward_prices():
     training = ["what?"] * 5 + ["i don't know."] * 4 + ["yes."] * 3 + ["ok."]
     stock = stock_replies(training, k=2)
-    validation = ["What?"] * 9 + ["sure."] * 4 + ["I don't know"] * 3 + ["fine."] * 2 + ["no."]
+    replies = ["What?"] * 9 + ["sure."] * 4 + ["I don't know"] * 3 + ["fine."] * 2 + ["no."]
+    validation = [(reply, f"m{i}") for i, reply in enumerate(replies)]  # each in its own movie
+    validation += [("Dartmouth.", "m0")] * 20  # one film's running line, however often
     held_out = held_out_dull_replies(validation, stock, k=2)
-    assert held_out == {"sure", "fine"}  # the commonest two that no reward prices
+    assert held_out == {"sure", "fine"}  # said in the most movies, and priced by no reward
     assert not held_out & stock
     assert not held_out & {canonical_reply(d) for d in DULL_REPLIES}

@@ -16,9 +16,11 @@ the training split, where a bot cannot answer from memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,6 +40,7 @@ from rlchat.metrics import (
     entropy_bits,
     is_repetitive,
     ngram_count_statistics,
+    perplexities,
     reply_count_statistics,
 )
 from rlchat.rewards import RewardFunction
@@ -175,7 +178,7 @@ def build_eval_set(
         references=[by_source[s] for s in sources],
         clusters=clusters,
         unseen=np.asarray([s not in seen for s in sources], dtype=bool),
-        dull_set=held_out_dull_replies((p.reply for p in valid_pairs), stock),
+        dull_set=held_out_dull_replies(((p.reply, p.movie_id) for p in valid_pairs), stock),
         stock_set=stock,
         selfplay_seeds=[pairs[first_pair[distinct[i]]].source for i in order],
         selfplay_clusters=np.asarray([clusters[first_pair[distinct[i]]] for i in order], int),
@@ -268,6 +271,21 @@ def reward_values(
     return total.cpu().numpy().astype(np.float64)
 
 
+class PhaseTimer:
+    """Seconds spent in each named phase, summed over systems (for `benchmarks/eval_speed.py`)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - started
+
+
 def evaluate_system(
     system: Responder,
     eval_set: EvalSet,
@@ -275,23 +293,32 @@ def evaluate_system(
     reward: RewardFunction | None,
     reward_tokenizer: Any = None,
     progress: bool = False,
+    timer: PhaseTimer | None = None,
 ) -> SystemResult:
     """Replies and per-example values of one system on the evaluation set."""
+    timer = timer or PhaseTimer()
     pairs = eval_set.pairs
-    replies = reply_all(
-        system, [p.source for p in pairs], [p.history for p in pairs], decode, progress
-    )
+    with timer("replies"):
+        replies = reply_all(
+            system, [p.source for p in pairs], [p.history for p in pairs], decode, progress
+        )
     result = SystemResult(name=system.name, stage=system.stage, replies=replies)
-    words = [r.split() for r in replies]
-    reference_words = [[ref.split() for ref in refs] for refs in eval_set.references]
-    result.values = {"bleu2": np.asarray(bleu2(words, reference_words))}
-    result.values |= reply_values(replies, eval_set)
-    result.bleu = bleu_statistics(replies, eval_set.references)
+    with timer("overlap figures"):
+        words = [r.split() for r in replies]
+        reference_words = [[ref.split() for ref in refs] for refs in eval_set.references]
+        result.values = {"bleu2": np.asarray(bleu2(words, reference_words))}
+        result.values |= reply_values(replies, eval_set)
+        result.bleu = bleu_statistics(replies, eval_set.references)
     if reward is not None:
-        result.values["reward"] = reward_values(replies, eval_set, reward, reward_tokenizer)
+        with timer("reward"):
+            result.values["reward"] = reward_values(replies, eval_set, reward, reward_tokenizer)
     if isinstance(system, Chatbot):
-        result.nll = reference_nll(system, eval_set)
-    result.selfplay = self_play_turns(system, eval_set.selfplay_seeds, eval_set.dull_set, decode)
+        with timer("perplexity"):
+            result.nll = reference_nll(system, eval_set)
+    with timer("self-play"):
+        result.selfplay = self_play_turns(
+            system, eval_set.selfplay_seeds, eval_set.dull_set, decode
+        )
     return result
 
 
@@ -332,8 +359,8 @@ def statistics(
 
 
 def perplexity_value(totals: np.ndarray) -> np.ndarray:
-    """Figure of statistics ``[-log p summed, tokens]``: exp of the mean, capped at e^50."""
-    return np.exp(np.minimum(totals[:, 0] / np.maximum(totals[:, 1], 1), 50.0))
+    """Figure of statistics ``[-log p summed, tokens]``: the perplexity."""
+    return perplexities(totals[:, 0], totals[:, 1])
 
 
 def group_rows(eval_set: EvalSet, group: str) -> np.ndarray:
@@ -450,28 +477,31 @@ def evaluate_runs(
     """Evaluate bots and baselines on the same held-out pairs; the first bot is the one every
     other system is compared with."""
     decode = decode or DecodeConfig()
-    eval_set = build_eval_set(
-        splits[split],
-        train_pairs=splits["train"],
-        valid_pairs=splits["valid"],
-        max_pairs=max_pairs,
-        seed=seed,
-    )
-    if not eval_set.pairs:
-        raise ValueError(f"the {split} split holds no pairs to evaluate")
-    reward, reward_tokenizer = reward_for(bots, reward_spec, eval_set.stock_set)
-    systems: list[Responder] = [*bots]
-    systems += [make_baseline(name, splits["train"], seed=seed) for name in baselines]
+    timer = PhaseTimer()
+    with timer("setup"):
+        eval_set = build_eval_set(
+            splits[split],
+            train_pairs=splits["train"],
+            valid_pairs=splits["valid"],
+            max_pairs=max_pairs,
+            seed=seed,
+        )
+        if not eval_set.pairs:
+            raise ValueError(f"the {split} split holds no pairs to evaluate")
+        reward, reward_tokenizer = reward_for(bots, reward_spec, eval_set.stock_set)
+        systems: list[Responder] = [*bots]
+        systems += [make_baseline(name, splits["train"], seed=seed) for name in baselines]
     results = []
     for system in systems:
         logger.info("evaluating %s on %d %s pairs", system.name, len(eval_set.pairs), split)
         results.append(
-            evaluate_system(system, eval_set, decode, reward, reward_tokenizer, progress)
+            evaluate_system(system, eval_set, decode, reward, reward_tokenizer, progress, timer)
         )
     reference = reference_result(eval_set)
-    compared = comparisons(
-        results[0], results[1:], eval_set, resamples=resamples, seed=seed, progress=progress
-    )
+    with timer("comparisons"):
+        compared = comparisons(
+            results[0], results[1:], eval_set, resamples=resamples, seed=seed, progress=progress
+        )
     return {
         "split": split,
         "genres": bots[0].genres,
@@ -495,4 +525,5 @@ def evaluate_runs(
             for r in [*results, reference]
         ],
         "comparisons": compared,
+        "seconds": {phase: round(value, 2) for phase, value in timer.seconds.items()},
     }

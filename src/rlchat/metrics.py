@@ -17,7 +17,7 @@ import sacrebleu
 from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer
 
-from rlchat.text import DULL_REPLIES, canonical_reply, ngrams
+from rlchat.text import DULL_REPLIES, canonical_reply, ngram_counts, ngrams
 
 # --------------------------------------------------------------------------- overlap
 
@@ -26,10 +26,6 @@ Token = Hashable  # a token id or a word: BLEU only compares tokens
 # Chen & Cherry 2014, smoothing method 1 as NLTK implements it: epsilon over zero-match orders.
 BLEU_EPSILON = 0.1
 BLEU_WEIGHTS = (0.5, 0.5)
-
-
-def _counts(tokens: Sequence[Token], n: int) -> Counter[tuple[Token, ...]]:
-    return Counter(ngrams(tokens, n))
 
 
 def _closest_length(references: Sequence[Sequence[Token]], length: int) -> int:
@@ -44,8 +40,8 @@ def _sentence_bleu2(hypothesis: Sequence[Token], references: Sequence[Sequence[T
     refs = [tuple(r) for r in references]
     precisions = []
     for n in range(1, len(BLEU_WEIGHTS) + 1):
-        counts = _counts(hyp, n)
-        ref_counts = [_counts(r, n) for r in refs]
+        counts = ngram_counts(hyp, n)
+        ref_counts = [ngram_counts(r, n) for r in refs]
         # Modified precision: each n-gram is credited at most as often as one reference has it.
         matches = sum(
             min(count, max(rc[gram] for rc in ref_counts)) for gram, count in counts.items()
@@ -159,8 +155,14 @@ def perplexity(total_nll: float, tokens: int) -> float:
     """exp(mean negative log-likelihood per token), in nats; inf when it overflows."""
     if tokens <= 0:
         raise ValueError(f"perplexity needs at least one token, got {tokens}")
-    mean = total_nll / tokens
-    return math.exp(mean) if mean < math.log(np.finfo(np.float64).max) else math.inf
+    return float(perplexities(np.asarray([total_nll]), np.asarray([tokens]))[0])
+
+
+def perplexities(total_nll: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """`perplexity` of many (summed NLL, token count) at once -> array; inf on overflow."""
+    mean = np.asarray(total_nll, dtype=np.float64) / np.maximum(np.asarray(tokens), 1)
+    with np.errstate(over="ignore"):
+        return np.exp(mean)
 
 
 # --------------------------------------------------------------------------- reply distribution

@@ -21,16 +21,12 @@ from rlchat.batching import encode_inputs
 from rlchat.metrics import bleu2
 from rlchat.model import Seq2Seq
 from rlchat.scoring import frozen, mean_target_log_prob, sequence_log_likelihood
-from rlchat.text import DULL_REPLIES, canonical_reply, ngrams
+from rlchat.text import DULL_REPLIES, canonical_reply, ngram_counts
 from rlchat.tokenizer import ChatTokenizer
 
 Token = Hashable  # a token id or a word: BLEU and the repeat penalty only compare tokens
 
 REWARD_NAMES = ("bleu", "dull", "repeat", "coherence", "generic", "shared", "stock")
-
-
-def _ngrams(tokens: Sequence[Token], n: int) -> Counter[tuple[Token, ...]]:
-    return Counter(ngrams(tokens, n))
 
 
 def _repetition(tokens: tuple[Token, ...], orders: Sequence[int], max_token_count: int) -> float:
@@ -40,7 +36,7 @@ def _repetition(tokens: tuple[Token, ...], orders: Sequence[int], max_token_coun
             excess = sum(max(0, c - max_token_count) for c in Counter(tokens).values())
             shares.append(excess / len(tokens))
         elif len(tokens) >= n:
-            counts = _ngrams(tokens, n)
+            counts = ngram_counts(tokens, n)
             total = len(tokens) - n + 1
             shares.append((total - len(counts)) / total)
     return max(shares)
@@ -48,7 +44,7 @@ def _repetition(tokens: tuple[Token, ...], orders: Sequence[int], max_token_coun
 
 def _echo(tokens: tuple[Token, ...], source: tuple[Token, ...], echo_n: int) -> float:
     k = min(echo_n, len(tokens))  # a reply shorter than echo_n is an echo if it is all copied
-    copied = _ngrams(source, k)
+    copied = ngram_counts(source, k)
     covered = [False] * len(tokens)
     for start in range(len(tokens) - k + 1):
         if tokens[start : start + k] in copied:
@@ -143,7 +139,7 @@ def generic_penalty(
     """
     if len(hypotheses) != len(sources):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(sources)} sources")
-    bigrams = [_ngrams(_START + tuple(h) + _END, 2) for h in hypotheses]
+    bigrams = [ngram_counts(_START + tuple(h) + _END, 2) for h in hypotheses]
     bigrams_of_input: dict[tuple[Token, ...], set[tuple[Token, ...]]] = defaultdict(set)
     for grams, source in zip(bigrams, sources, strict=True):
         bigrams_of_input[tuple(source)].update(grams)

@@ -10,21 +10,22 @@ resample swaps the two systems' outputs on whole clusters at random (approximate
 randomisation, Noreen 1989; Riezler & Maxwell 2005, https://aclanthology.org/W05-0908).
 
 Every figure is a function of the column sums of per-example statistics (a mean is
-``[value]``; sacreBLEU its n-gram counts; distinct-n a sparse n-gram count vector), so a
-resample costs one matrix product, whatever the figure. Swapping keeps every example exactly
-once, so figures that count distinct things (distinct-n, unique replies) are not biased the
-way a bootstrap's repeated examples bias them.
+``[value, 1]``; sacreBLEU its n-gram counts; distinct-n a sparse n-gram count vector), so a
+resample costs one matrix product, whatever the figure. Swaps and half-samples hold every
+example at most once, so figures that count distinct things (distinct-n, unique replies) are
+not biased the way a bootstrap's repeated examples bias them.
 
-The test: p = (1 + #resamples with |difference| >= |observed|) / (1 + resamples). Under
-random swaps the differences are symmetric about 0, and the interval reported is the
-observed difference +- their ``confidence`` quantile in absolute value (the spread of the
-difference under the null, taken as its spread around the truth). Calibration of both is
+The test: p = (1 + #resamples with |difference| >= |observed|) / (1 + resamples), exact for
+two systems that differ only by chance. The interval: the observed difference +- the
+``confidence`` quantile of |d - mean d| over half-samples of the clusters (each kept with
+probability 1/2). Swapped corpora mix the two systems, so their spread grows with the very
+difference being measured; half-samples keep each system whole. Calibration of both is
 measured in ``benchmarks/eval_calibration.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,10 +94,35 @@ def _column_sums(stats: Statistics) -> np.ndarray:
 
 
 def swap_masks(clusters: int, resamples: int, seed: int) -> np.ndarray:
-    """Which clusters each resample swaps -> (resamples, clusters) of 0.0/1.0."""
+    """Which clusters each resample takes (swaps, or keeps in a half-sample): (R, C) of 0/1."""
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, not {resamples}")
     return np.random.default_rng(seed).integers(0, 2, size=(resamples, clusters)).astype(float)
+
+
+def _check(stats_a: Statistics, stats_b: Statistics, clusters: np.ndarray) -> None:
+    if stats_a.shape != stats_b.shape:
+        raise ValueError(f"statistics of shapes {stats_a.shape} and {stats_b.shape} differ")
+    if stats_a.shape[0] != len(clusters):
+        raise ValueError(f"{stats_a.shape[0]} examples but {len(clusters)} cluster ids")
+
+
+def _masked_sums(
+    stats_a: Statistics, stats_b: Statistics, clusters: np.ndarray, masks: np.ndarray
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(first row, A's and B's statistics summed over each mask's clusters (r, k)), by blocks."""
+    count = masks.shape[1]
+    a_t = sparse.csr_array(_cluster_sums(stats_a, clusters, count).T)  # (k, C)
+    b_t = sparse.csr_array(_cluster_sums(stats_b, clusters, count).T)
+    block = max(1, BLOCK_CELLS // max(1, a_t.shape[0]))
+    for start in range(0, len(masks), block):
+        part = masks[start : start + block].T  # (C, r)
+        yield start, np.asarray(a_t @ part).T, np.asarray(b_t @ part).T
+
+
+def observed_difference(stats_a: Statistics, stats_b: Statistics, value: Value) -> float:
+    total_a, total_b = _column_sums(stats_a), _column_sums(stats_b)
+    return float(value(total_b[None, :])[0] - value(total_a[None, :])[0])
 
 
 def randomised_differences(
@@ -107,24 +133,34 @@ def randomised_differences(
     swaps: np.ndarray,
 ) -> tuple[float, np.ndarray]:
     """The observed B - A, and B - A under each row of cluster swaps -> (float, (R,))."""
-    if stats_a.shape != stats_b.shape:
-        raise ValueError(f"statistics of shapes {stats_a.shape} and {stats_b.shape} differ")
-    if stats_a.shape[0] != len(clusters):
-        raise ValueError(f"{stats_a.shape[0]} examples but {len(clusters)} cluster ids")
-    count = swaps.shape[1]
+    _check(stats_a, stats_b, clusters)
     total_a, total_b = _column_sums(stats_a), _column_sums(stats_b)
-    observed = float(value(total_b[None, :])[0] - value(total_a[None, :])[0])
-    # Swapping cluster c moves (B_c - A_c) from B's totals to A's.
-    moved = _cluster_sums(stats_b, clusters, count) - _cluster_sums(stats_a, clusters, count)
-    moved_t = sparse.csr_array(moved.T)  # (k, C)
-    columns = moved.shape[1]
-    block = max(1, BLOCK_CELLS // max(1, columns))
     differences = np.empty(len(swaps))
-    for start in range(0, len(swaps), block):
-        part = swaps[start : start + block]  # (r, C)
-        shift = np.asarray(moved_t @ part.T).T  # (r, k)
-        differences[start : start + len(part)] = value(total_b - shift) - value(total_a + shift)
-    return observed, differences
+    for start, a, b in _masked_sums(stats_a, stats_b, clusters, swaps):
+        # Swapping the masked clusters moves their B rows to A's totals and A's to B's.
+        swapped_a, swapped_b = total_a - a + b, total_b - b + a
+        differences[start : start + len(a)] = value(swapped_b) - value(swapped_a)
+    return observed_difference(stats_a, stats_b, value), differences
+
+
+def half_sample_differences(
+    stats_a: Statistics,
+    stats_b: Statistics,
+    clusters: np.ndarray,
+    value: Value,
+    masks: np.ndarray,
+) -> np.ndarray:
+    """B - A on each half-sample of clusters (each cluster kept with probability 1/2) -> (R,).
+
+    Half-samples drawn without replacement spread as much as the full-sample difference
+    does (a mean over a Bernoulli(1/2) half of n has variance sigma^2 / n; Shao & Wu 1989's
+    delete-d jackknife with d = n/2), and hold every kept example once.
+    """
+    _check(stats_a, stats_b, clusters)
+    differences = np.empty(len(masks))
+    for start, a, b in _masked_sums(stats_a, stats_b, clusters, masks):
+        differences[start : start + len(a)] = value(b) - value(a)
+    return differences
 
 
 def compare(
@@ -137,17 +173,20 @@ def compare(
     seed: int = 0,
     confidence: float = 0.95,
 ) -> Comparison:
-    """Paired approximate randomisation of figure `value` over `clusters` (see module doc)."""
+    """Paired approximate randomisation of figure `value` over `clusters` for the p-value; the
+    spread of half-samples of clusters for the interval (see module doc)."""
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), not {confidence}")
     clusters = np.asarray(clusters)
-    swaps = swap_masks(int(clusters.max()) + 1 if len(clusters) else 0, resamples, seed)
-    observed, differences = randomised_differences(stats_a, stats_b, clusters, value, swaps)
+    masks = swap_masks(int(clusters.max()) + 1 if len(clusters) else 0, resamples, seed)
+    observed, differences = randomised_differences(stats_a, stats_b, clusters, value, masks)
     spread = np.abs(differences)
     # A tolerance so that float noise in an exact tie (swap = no change) counts as a tie.
     tolerance = 1e-12 * max(1.0, abs(observed))
     p_value = (1 + int((spread >= abs(observed) - tolerance).sum())) / (1 + len(differences))
-    half_width = float(np.quantile(spread, confidence))
+    halves = half_sample_differences(stats_a, stats_b, clusters, value, masks)
+    halves = halves[np.isfinite(halves)]  # an empty half has no figure
+    half_width = float(np.quantile(np.abs(halves - halves.mean()), confidence))
     return Comparison(observed, observed - half_width, observed + half_width, p_value)
 
 

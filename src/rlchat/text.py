@@ -27,6 +27,11 @@ def ngrams(tokens: Sequence[Hashable], n: int) -> list[tuple[Hashable, ...]]:
     return list(zip(*(tokens[i:] for i in range(n)), strict=False))
 
 
+def ngram_counts(tokens: Sequence[Hashable], n: int) -> Counter[tuple[Hashable, ...]]:
+    """How often each n-gram of a token sequence occurs."""
+    return Counter(ngrams(tokens, n))
+
+
 def canonical_reply(text: str) -> str:
     """The form replies are compared in: normalised, single-spaced, no trailing punctuation.
 
@@ -49,16 +54,27 @@ def stock_replies(training_replies: Iterable[str], k: int = 20) -> set[str]:
 
 
 def held_out_dull_replies(
-    validation_replies: Iterable[str], priced: Iterable[str], k: int = 20
+    validation_replies: Iterable[tuple[str, str]], priced: Iterable[str], k: int = 20
 ) -> set[str]:
-    """The k commonest validation replies that no reward prices, in canonical form.
+    """The k validation replies said in the most movies that no reward prices, canonical.
 
-    Evaluation's dull-reply rate and self-play stop count these, so a bot cannot lower them by
-    learning the list: `priced` (the ``stock`` set, which holds Li et al.'s list) is left out
-    before the k are taken, and the validation split is never trained on.
+    ``validation_replies`` holds (reply, movie id). Evaluation's dull-reply rate and self-play
+    stop count these, so a bot cannot lower them by learning the list: `priced` (the
+    ``stock`` set, which holds Li et al.'s list) is left out before the k are taken, and the
+    validation split is never trained on. Ranking by the number of movies, not of lines,
+    keeps a film's running line ("dartmouth.") out: a dull reply fits any film.
     """
-    priced = {canonical_reply(p) for p in priced}
-    counts = Counter(canonical_reply(t) for t in validation_replies)
-    for text in (*priced, ""):
-        counts.pop(text, None)
-    return {text for text, _ in counts.most_common(k)}
+    priced = {canonical_reply(p) for p in priced} | {""}
+    movies: dict[str, set[str]] = {}
+    lines: Counter[str] = Counter()
+    for reply, movie in validation_replies:
+        text = canonical_reply(reply)
+        if text not in priced:
+            movies.setdefault(text, set()).add(movie)
+            lines[text] += 1
+    # Said in two movies at least; more movies first, then more lines, then first seen.
+    ranked = sorted(
+        (text for text in movies if len(movies[text]) >= 2),
+        key=lambda text: (-len(movies[text]), -lines[text]),
+    )
+    return set(ranked[:k])
