@@ -56,8 +56,8 @@ class StockBot(RandomReplyBot):
         super().__init__(train_pairs, seed=seed, name=f"stock-{seed}")
         self.share = share
 
-    def reply_batch(self, messages, histories=None, config=None):
-        replies = super().reply_batch(messages)
+    def answer(self, messages):
+        replies = super().answer(messages)
         out = []
         for message, reply in zip(messages, replies, strict=True):
             key = f"stock:{self.seed}:{normalize_text(message)}".encode()

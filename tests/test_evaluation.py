@@ -3,13 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers.tiny_run import train_tiny_run
 from rlchat.chatbot import Chatbot
-from rlchat.config import CrossEntropyConfig, DataConfig, ModelConfig, TokenizerConfig
 from rlchat.corpus import Pair, load_corpus
 from rlchat.dataset import prepare_dataset
 from rlchat.evaluation import build_eval_set, evaluate_runs
 from rlchat.tokenizer import normalize_text
-from rlchat.train.cross_entropy import train_cross_entropy
 
 PAIRS = 150
 
@@ -18,18 +17,7 @@ PAIRS = 150
 def setup(tmp_path_factory, corpus_dir):
     """A barely trained comedy run and its split of the real excerpt."""
     corpus = load_corpus(corpus_dir)
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    train_cross_entropy(
-        out=out,
-        corpus=corpus,
-        data_config=DataConfig(genres=["comedy"]),
-        tokenizer_config=TokenizerConfig(vocab_size=400, max_tokens=8),
-        model_config=ModelConfig(embedding_dim=16, hidden_size=32),
-        train_config=CrossEntropyConfig(max_steps=3, batch_size=16),
-        device="cpu",
-        progress=False,
-        tensorboard=False,
-    )
+    out = train_tiny_run(tmp_path_factory.mktemp("runs") / "tiny", corpus)
     bot = Chatbot.load(out, device="cpu")
     dataset = prepare_dataset(corpus, bot.data_config, bot.tokenizer_config, bot.tokenizer)
     splits = {name: [e.pair for e in data.examples] for name, data in dataset.splits.items()}

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from rlchat.config import CrossEntropyConfig, DataConfig, ModelConfig, TokenizerConfig
+from helpers.tiny_run import train_tiny_run
 from rlchat.corpus import load_corpus
 from rlchat.report import (
     CE_PLOT,
@@ -16,7 +16,6 @@ from rlchat.report import (
     evaluation_markdown,
     write_report,
 )
-from rlchat.train.cross_entropy import train_cross_entropy
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -63,18 +62,7 @@ def write_metrics(path, records) -> None:
 def runs(tmp_path_factory, corpus_dir):
     """A tiny trained CE run, and a copy of it posing as an RL run, with hand-written metrics."""
     root = tmp_path_factory.mktemp("runs")
-    ce = root / "tiny-ce"
-    train_cross_entropy(
-        out=ce,
-        corpus=load_corpus(corpus_dir),
-        data_config=DataConfig(genres=["comedy"]),
-        tokenizer_config=TokenizerConfig(vocab_size=400, max_tokens=8),
-        model_config=ModelConfig(embedding_dim=16, hidden_size=32),
-        train_config=CrossEntropyConfig(max_steps=3, batch_size=16),
-        device="cpu",
-        progress=False,
-        tensorboard=False,
-    )
+    ce = train_tiny_run(root / "tiny-ce", load_corpus(corpus_dir))
     rl = root / "tiny-rl"
     shutil.copytree(ce, rl)
     config = json.loads((rl / "run.json").read_text())

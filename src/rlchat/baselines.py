@@ -27,10 +27,26 @@ BASELINE_NAMES = ("random", "retrieval")
 WORD_PATTERN = r"(?u)\b\w[\w']*\b"
 
 
-class RandomReplyBot:
-    """A training reply chosen by a hash of the input and the seed."""
+class Baseline:
+    """Answers each message on its own: the history and decoding settings play no part."""
 
+    name: str
     stage = "baseline"
+
+    def reply_batch(
+        self,
+        messages: Sequence[str],
+        histories: Sequence[Sequence[str]] | None = None,
+        config: Any = None,
+    ) -> list[str]:
+        return self.answer(list(messages)) if messages else []
+
+    def answer(self, messages: list[str]) -> list[str]:
+        raise NotImplementedError
+
+
+class RandomReplyBot(Baseline):
+    """A training reply chosen by a hash of the input and the seed."""
 
     def __init__(self, train_pairs: Sequence[Pair], seed: int = 0, name: str = "random") -> None:
         if not train_pairs:
@@ -44,19 +60,12 @@ class RandomReplyBot:
         digest = hashlib.blake2b(key, digest_size=8).digest()
         return int.from_bytes(digest, "big") % len(self.replies)
 
-    def reply_batch(
-        self,
-        messages: Sequence[str],
-        histories: Sequence[Sequence[str]] | None = None,
-        config: Any = None,
-    ) -> list[str]:
+    def answer(self, messages: list[str]) -> list[str]:
         return [self.replies[self._index(m)] for m in messages]
 
 
-class RetrievalBot:
+class RetrievalBot(Baseline):
     """The reply of the training input nearest the message in word TF-IDF cosine."""
-
-    stage = "baseline"
 
     def __init__(self, train_pairs: Sequence[Pair], name: str = "retrieval") -> None:
         if not train_pairs:
@@ -68,20 +77,13 @@ class RetrievalBot:
         self.index = NearestNeighbors(n_neighbors=1, metric="cosine", algorithm="brute")
         self.index.fit(inputs)
 
-    def reply_batch(
-        self,
-        messages: Sequence[str],
-        histories: Sequence[Sequence[str]] | None = None,
-        config: Any = None,
-    ) -> list[str]:
-        if not messages:
-            return []
+    def answer(self, messages: list[str]) -> list[str]:
         queries = self.vectorizer.transform([normalize_text(m) for m in messages])
         nearest = self.index.kneighbors(queries, return_distance=False)[:, 0]
         return [self.replies[i] for i in np.asarray(nearest)]
 
 
-def make_baseline(name: str, train_pairs: Sequence[Pair], seed: int = 0) -> Any:
+def make_baseline(name: str, train_pairs: Sequence[Pair], seed: int = 0) -> Baseline:
     """A baseline bot by name (`BASELINE_NAMES`)."""
     if name == "random":
         return RandomReplyBot(train_pairs, seed=seed)

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from rlchat.config import CrossEntropyConfig, DataConfig, ModelConfig, TokenizerConfig
+from helpers.tiny_run import train_tiny_run
 from rlchat.corpus import load_corpus
 from rlchat.server import ServerSettings, create_app
-from rlchat.train.cross_entropy import train_cross_entropy
 
 GENRES = ("comedy", "drama")
 
@@ -24,18 +23,7 @@ def tiny_runs(tmp_path_factory, corpus_dir) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
     runs = {}
     for genre in GENRES:
-        train_cross_entropy(
-            out=root / genre,
-            corpus=corpus,
-            data_config=DataConfig(genres=[genre]),
-            tokenizer_config=TokenizerConfig(vocab_size=400, max_tokens=8),
-            model_config=ModelConfig(embedding_dim=16, hidden_size=32),
-            train_config=CrossEntropyConfig(max_steps=3, batch_size=16),
-            device="cpu",
-            progress=False,
-            tensorboard=False,
-        )
-        runs[genre] = root / genre
+        runs[genre] = train_tiny_run(root / genre, corpus, genre)
     # As `rlchat eval --out` writes it, beside the runs: figures for the comedy run only.
     evaluation = {
         "runs": [{"name": "comedy", "stage": "ce", "metrics": {"bleu2": 0.12, "distinct1": 0.03}}]

@@ -1,0 +1,24 @@
+"""A barely trained run on one genre of the real excerpt: enough to load, decode and evaluate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rlchat.config import CrossEntropyConfig, DataConfig, ModelConfig, TokenizerConfig
+from rlchat.corpus import Corpus
+from rlchat.train.cross_entropy import train_cross_entropy
+
+
+def train_tiny_run(out: Path, corpus: Corpus, genre: str = "comedy") -> Path:
+    train_cross_entropy(
+        out=out,
+        corpus=corpus,
+        data_config=DataConfig(genres=[genre]),
+        tokenizer_config=TokenizerConfig(vocab_size=400, max_tokens=8),
+        model_config=ModelConfig(embedding_dim=16, hidden_size=32),
+        train_config=CrossEntropyConfig(max_steps=3, batch_size=16),
+        device="cpu",
+        progress=False,
+        tensorboard=False,
+    )
+    return out
