@@ -12,7 +12,10 @@ default). The systems are bots without a model, so that thousands of them can be
   and the rest at random. The true difference of each figure at this sample size is the mean
   over many draws; the benchmark reports how often the 95% interval covers it.
 
-Each replication draws two seeds from a pool and half the clusters of the split at random.
+Each replication draws two bots from a pool and half the test conversations at random (the
+test split is itself a random set of conversations). The test swaps whole clusters (same
+conversation or same input, joined); the interval is two-way clustered (conversation and
+input). "pairs" is the same test and interval with every pair taken as independent.
 
     python benchmarks/eval_calibration.py --corpus ../shared/data/cornell-excerpt
 """
@@ -76,10 +79,10 @@ def score(bot: RandomReplyBot, eval_set: EvalSet) -> SystemResult:
     return result
 
 
-def half_of_the_clusters(eval_set: EvalSet, rng: np.random.Generator) -> np.ndarray:
-    count = int(eval_set.clusters.max()) + 1
-    kept = rng.random(count) < 0.5
-    return np.flatnonzero(kept[eval_set.clusters])
+def half_of_the_conversations(eval_set: EvalSet, rng: np.random.Generator) -> np.ndarray:
+    """Pairs of a random half of the conversations: the test split is such a draw."""
+    kept = rng.random(int(eval_set.conversations.max()) + 1) < 0.5
+    return np.flatnonzero(kept[eval_set.conversations])
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> dict:
         i = int(rng.integers(args.pool))
         j = int(rng.integers(args.pool - 1))
         j = j + (j >= i) if pool_b is plain else j
-        return plain[i], pool_b[j], half_of_the_clusters(eval_set, rng)
+        return plain[i], pool_b[j], half_of_the_conversations(eval_set, rng)
 
     # The truth for the known difference: the mean difference over many draws of the same size.
     truth = {f.name: [] for f in CHECKED}
@@ -117,6 +120,7 @@ def run(args: argparse.Namespace) -> dict:
     true_difference = {name: float(np.mean(values)) for name, values in truth.items()}
 
     rejections = {f.name: {"clusters": 0, "pairs": 0} for f in CHECKED}
+    excluded = {f.name: {"clusters": 0, "pairs": 0} for f in CHECKED}  # interval misses 0
     covered = {f.name: 0 for f in CHECKED}
     for replication in range(args.replications):
         a, b, rows = draw(plain)
@@ -124,17 +128,29 @@ def run(args: argparse.Namespace) -> dict:
         for figure in CHECKED:
             (stats_a, stats_b), value = statistics(figure, [a, b], rows)
             single = np.arange(len(rows))  # the same test with every pair its own cluster
-            for name, clusters in (("clusters", eval_set.clusters[rows]), ("pairs", single)):
+            groupings = (eval_set.conversations[rows], eval_set.inputs[rows])
+            for name, clusters, groups in (
+                ("clusters", eval_set.clusters[rows], groupings),
+                ("pairs", single, None),
+            ):
                 result = compare(
-                    stats_a, stats_b, clusters, value, resamples=args.resamples, seed=replication
+                    stats_a,
+                    stats_b,
+                    clusters,
+                    value,
+                    groupings=groups,
+                    resamples=args.resamples,
+                    seed=replication,
                 )
                 rejections[figure.name][name] += result.significant()
+                excluded[figure.name][name] += not result.low <= 0.0 <= result.high
             (stats_a, stats_b), value = statistics(figure, [a2, b2], rows2)
             result = compare(
                 stats_a,
                 stats_b,
                 eval_set.clusters[rows2],
                 value,
+                groupings=(eval_set.conversations[rows2], eval_set.inputs[rows2]),
                 resamples=args.resamples,
                 seed=replication,
             )
@@ -153,6 +169,10 @@ def run(args: argparse.Namespace) -> dict:
         "false_positive_rate": {
             name: {kind: count / n for kind, count in kinds.items()}
             for name, kinds in rejections.items()
+        },
+        "aa_interval_excludes_zero": {
+            name: {kind: count / n for kind, count in kinds.items()}
+            for name, kinds in excluded.items()
         },
         "true_difference": true_difference,
         "coverage": {name: count / n for name, count in covered.items()},

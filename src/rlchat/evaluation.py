@@ -115,6 +115,8 @@ class EvalSet:
     pairs: list[Pair]
     references: list[list[str]]  # normalised reference replies per pair: all of its input's
     clusters: np.ndarray  # (n,) cluster of each pair: same conversation or same input
+    conversations: np.ndarray  # (n,) conversation of each pair, numbered
+    inputs: np.ndarray  # (n,) input text of each pair, numbered
     unseen: np.ndarray  # (n,) bool: the input never occurs in the training split
     dull_set: set[str]  # held-out dull replies: no reward prices them
     stock_set: set[str]  # what the stock reward prices
@@ -164,7 +166,9 @@ def build_eval_set(
         by_source[normalize_text(pair.source)].append(normalize_text(pair.reply))
     pairs = [pairs[i] for i in seeded_sample(len(pairs), max_pairs, seed)]
     sources = [normalize_text(p.source) for p in pairs]
-    clusters = cluster_ids([p.conversation_id for p in pairs], sources)
+    conversations = cluster_ids([p.conversation_id for p in pairs])
+    inputs = cluster_ids(sources)
+    clusters = cluster_ids(conversations, inputs)
     seen = {normalize_text(p.source) for p in train_pairs}
     first_pair = {}
     for i, source in enumerate(sources):
@@ -177,6 +181,8 @@ def build_eval_set(
         pairs=pairs,
         references=[by_source[s] for s in sources],
         clusters=clusters,
+        conversations=conversations,
+        inputs=inputs,
         unseen=np.asarray([s not in seen for s in sources], dtype=bool),
         dull_set=held_out_dull_replies(((p.reply, p.movie_id) for p in valid_pairs), stock),
         stock_set=stock,
@@ -409,11 +415,14 @@ def comparisons(
     for other, figure, group in tqdm(jobs, desc="comparisons", unit="figure", disable=not progress):
         rows = group_rows(eval_set, group)
         (stats_a, stats_b), value = statistics(figure, [baseline, other], rows)
-        clusters = (
-            eval_set.selfplay_clusters if figure.unit == "selfplay" else eval_set.clusters[rows]
-        )
+        if figure.unit == "selfplay":
+            clusters, groupings = eval_set.selfplay_clusters, None
+        else:
+            # The test swaps whole clusters; the interval's variance is two-way clustered.
+            clusters = eval_set.clusters[rows]
+            groupings = (eval_set.conversations[rows], eval_set.inputs[rows])
         result: Comparison = compare(
-            stats_a, stats_b, clusters, value, resamples=resamples, seed=seed
+            stats_a, stats_b, clusters, value, groupings=groupings, resamples=resamples, seed=seed
         )
         rows_out.append(
             {
