@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from rlchat.baselines import RandomReplyBot
+from rlchat.checkpoint import atomic_write_text
 from rlchat.config import DataConfig, TokenizerConfig
 from rlchat.corpus import load_corpus
 from rlchat.dataset import prepare_dataset
@@ -40,11 +41,10 @@ from rlchat.evaluation import (
     EvalSet,
     SystemResult,
     build_eval_set,
-    reply_values,
     statistics,
+    text_result,
 )
-from rlchat.metrics import bleu2, bleu_statistics
-from rlchat.significance import compare
+from rlchat.significance import compare, observed_difference
 from rlchat.tokenizer import normalize_text
 
 # Figures a bot without a model has (no perplexity, no reward, self-play is its own unit).
@@ -70,13 +70,7 @@ class StockBot(RandomReplyBot):
 
 
 def score(bot: RandomReplyBot, eval_set: EvalSet) -> SystemResult:
-    replies = bot.reply_batch([p.source for p in eval_set.pairs])
-    result = SystemResult(name=bot.name, stage="baseline", replies=replies)
-    words = [[ref.split() for ref in refs] for refs in eval_set.references]
-    result.values = {"bleu2": np.asarray(bleu2([r.split() for r in replies], words))}
-    result.values |= reply_values(replies, eval_set)
-    result.bleu = bleu_statistics(replies, eval_set.references)
-    return result
+    return text_result(bot, bot.reply_batch([p.source for p in eval_set.pairs]), eval_set)
 
 
 def half_of_the_conversations(eval_set: EvalSet, rng: np.random.Generator) -> np.ndarray:
@@ -114,9 +108,7 @@ def run(args: argparse.Namespace) -> dict:
         a, b, rows = draw(stocky)
         for figure in CHECKED:
             (stats_a, stats_b), value = statistics(figure, [a, b], rows)
-            total_a = np.asarray(stats_a.sum(axis=0), dtype=float).reshape(1, -1)
-            total_b = np.asarray(stats_b.sum(axis=0), dtype=float).reshape(1, -1)
-            truth[figure.name].append(float(value(total_b)[0] - value(total_a)[0]))
+            truth[figure.name].append(observed_difference(stats_a, stats_b, value))
     true_difference = {name: float(np.mean(values)) for name, values in truth.items()}
 
     rejections = {f.name: {"clusters": 0, "pairs": 0} for f in CHECKED}
@@ -194,7 +186,7 @@ def main() -> None:
     result = run(args)
     print(json.dumps(result, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        atomic_write_text(args.json, json.dumps(result, indent=2))
     worst_fp = max(v["clusters"] for v in result["false_positive_rate"].values())
     best_fp = min(v["clusters"] for v in result["false_positive_rate"].values())
     worst_cover = min(result["coverage"].values())

@@ -12,18 +12,18 @@ from rlchat.metrics import (
     bleu_statistics,
     corpus_bleu,
     distinct_n,
+    distinct_value,
     dull_rate,
+    entropy_bits,
     mean_bleu2,
     mean_length,
     ngram_count_statistics,
     perplexity,
     repetition_rate,
     reply_count_statistics,
-    reply_entropy,
-    top1_share,
-    unique_share,
+    top1_value,
 )
-from rlchat.significance import distinct_value, top1_value
+from rlchat.significance import figure_of
 
 HYPOTHESES = ["i am going home now", "yes", "where is the car ?", "i don't know"]
 REFERENCES = [
@@ -122,13 +122,15 @@ def test_perplexity_is_exp_of_the_mean_nll():
 
 def test_top1_unique_and_entropy_of_hand_made_replies():
     replies = ["I'm not.", "i'm not", "yes.", "no", "i'm not !"]
-    assert top1_share(replies) == pytest.approx(3 / 5)  # three forms of one reply
-    assert unique_share(replies) == pytest.approx(3 / 5)
+    (counts,) = reply_count_statistics([replies])
+    assert figure_of(counts, top1_value) == pytest.approx(3 / 5)  # three forms of one reply
+    assert figure_of(counts, distinct_value) == pytest.approx(3 / 5)
     expected = -(0.6 * math.log2(0.6) + 2 * 0.2 * math.log2(0.2))
-    assert reply_entropy(replies) == pytest.approx(expected)
-    assert reply_entropy(["a", "b", "c", "d"]) == pytest.approx(2.0)
-    assert reply_entropy(["same"] * 7) == 0.0
-    assert top1_share([]) == unique_share([]) == reply_entropy([]) == 0.0
+    assert figure_of(counts, entropy_bits) == pytest.approx(expected)
+    (four,) = reply_count_statistics([["a", "b", "c", "d"]])
+    assert figure_of(four, entropy_bits) == pytest.approx(2.0)
+    (same,) = reply_count_statistics([["same"] * 7])
+    assert figure_of(same, entropy_bits) == 0.0 and figure_of(same, top1_value) == 1.0
 
 
 # --------------------------------------------------------------------------- statistics
@@ -155,10 +157,10 @@ def test_count_statistics_share_columns_and_give_the_corpus_figures():
     for replies, counts in ((a, counts_a), (b, counts_b)):
         total = np.asarray(counts.sum(axis=0)).reshape(1, -1)
         assert distinct_value(total)[0] == pytest.approx(distinct_n(replies, 2))
-    onehot_a, _ = reply_count_statistics([a, b])
-    total = np.asarray(onehot_a.sum(axis=0)).reshape(1, -1)
-    assert top1_value(total)[0] == pytest.approx(top1_share(a))
-    assert distinct_value(total)[0] == pytest.approx(unique_share(a))
+    onehot_a, onehot_b = reply_count_statistics([a, b])
+    assert onehot_a.shape[1] == onehot_b.shape[1] == 5  # "a c" twice in a: five replies
+    assert figure_of(onehot_a, top1_value) == pytest.approx(2 / 3)
+    assert figure_of(onehot_a, distinct_value) == pytest.approx(2 / 3)
 
 
 def test_count_statistics_of_replies_without_ngrams_are_empty_rows():

@@ -3,16 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlchat.metrics import ngram_count_statistics, reply_count_statistics
-from rlchat.significance import (
-    cluster_ids,
-    compare,
+from rlchat.metrics import (
     distinct_value,
     mean_statistics,
     mean_value,
-    randomised_differences,
-    swap_masks,
+    ngram_count_statistics,
+    reply_count_statistics,
 )
+from rlchat.significance import cluster_ids, compare, randomised_differences, swap_masks
 
 
 def test_cluster_ids_join_shared_keys_transitively():

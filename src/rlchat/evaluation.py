@@ -37,23 +37,19 @@ from rlchat.metrics import (
     bleu2,
     bleu_from_statistics,
     bleu_statistics,
+    distinct_value,
     entropy_bits,
     is_repetitive,
+    mean_statistics,
+    mean_value,
     ngram_count_statistics,
     perplexities,
     reply_count_statistics,
+    top1_value,
 )
 from rlchat.rewards import RewardFunction
 from rlchat.scoring import target_log_likelihood
-from rlchat.significance import (
-    Comparison,
-    cluster_ids,
-    compare,
-    distinct_value,
-    mean_statistics,
-    mean_value,
-    top1_value,
-)
+from rlchat.significance import Comparison, cluster_ids, compare, figure_of
 from rlchat.text import canonical_reply, held_out_dull_replies, stock_replies
 from rlchat.tokenizer import normalize_text
 
@@ -78,33 +74,29 @@ class Responder(Protocol):
 
 @dataclass(frozen=True)
 class Figure:
-    """One evaluation figure: how it is read and which systems have it."""
+    """One evaluation figure: which per-example statistics it is computed from, and over what.
+    A system has a figure when it has those statistics (`SystemResult.has`)."""
 
     name: str
-    help: str
-    higher_is_better: bool | None  # None: no better direction (length)
-    needs_references: bool = True  # False: shown for the held-out replies too
-    kind: str = "mean"  # mean | bleu | perplexity | ngrams1 | ngrams2 | replies-*
+    kind: str = "mean"  # mean | bleu | ppl | ngrams1 | ngrams2 | replies-*
     unit: str = "pairs"  # pairs | selfplay
 
 
 FIGURES = (
-    Figure("reward", "the RL run's own reward (what RL maximised)", True),
-    Figure("bleu2", "sentence BLEU-2 against all references of the input, mean", True),
-    Figure("sacrebleu", "corpus BLEU-4 (sacreBLEU)", True, kind="bleu"),
-    Figure("perplexity", "perplexity of the references under the model", False, kind="ppl"),
-    Figure("top1", "share of the commonest reply", False, False, kind="replies-top1"),
-    Figure("unique", "distinct replies / replies", True, False, kind="replies-unique"),
-    Figure("entropy", "entropy of whole replies, bits", True, False, kind="replies-entropy"),
-    Figure("distinct1", "distinct unigrams / unigrams", True, False, kind="ngrams1"),
-    Figure("distinct2", "distinct bigrams / bigrams", True, False, kind="ngrams2"),
-    Figure("length", "mean reply length, words", None, False),
-    Figure("dull_rate", "share of held-out dull replies (a list no reward prices)", False, False),
-    Figure("stock_rate", "share of replies the stock reward prices", False, False),
-    Figure("repetition_rate", "share of replies with a repeated word or bigram", False, False),
-    Figure(
-        "selfplay_turns", "self-play turns before a dull or repeated turn", True, unit="selfplay"
-    ),
+    Figure("reward"),  # the RL run's own reward: what RL maximised
+    Figure("bleu2"),  # sentence BLEU-2 against all references of the input, mean
+    Figure("sacrebleu", kind="bleu"),  # corpus BLEU-4
+    Figure("perplexity", kind="ppl"),  # of the references, under the model
+    Figure("top1", kind="replies-top1"),  # share of the commonest reply
+    Figure("unique", kind="replies-unique"),  # distinct replies / replies
+    Figure("entropy", kind="replies-entropy"),  # of whole replies, bits
+    Figure("distinct1", kind="ngrams1"),
+    Figure("distinct2", kind="ngrams2"),
+    Figure("length"),  # words per reply
+    Figure("dull_rate"),  # held-out dull replies: a list no reward prices
+    Figure("stock_rate"),  # what the stock reward prices
+    Figure("repetition_rate"),  # a repeated word or bigram
+    Figure("selfplay_turns", unit="selfplay"),  # turns before a dull or repeated turn
 )
 
 
@@ -256,6 +248,21 @@ def reply_values(replies: Sequence[str], eval_set: EvalSet) -> dict[str, np.ndar
     }
 
 
+def text_result(system: Responder, replies: list[str], eval_set: EvalSet) -> SystemResult:
+    """A system's replies with the figures read off the text alone: BLEU (sentence and
+    sacreBLEU statistics) against the references, and the reply figures."""
+    words = [r.split() for r in replies]
+    reference_words = [[ref.split() for ref in refs] for refs in eval_set.references]
+    return SystemResult(
+        name=system.name,
+        stage=system.stage,
+        replies=replies,
+        values={"bleu2": np.asarray(bleu2(words, reference_words))}
+        | reply_values(replies, eval_set),
+        bleu=bleu_statistics(replies, eval_set.references),
+    )
+
+
 def reference_nll(bot: Chatbot, eval_set: EvalSet) -> np.ndarray:
     """Summed -log p(reference | input) and token count of each pair under the bot -> (n, 2)."""
     max_tokens = bot.tokenizer_config.max_tokens
@@ -308,13 +315,8 @@ def evaluate_system(
         replies = reply_all(
             system, [p.source for p in pairs], [p.history for p in pairs], decode, progress
         )
-    result = SystemResult(name=system.name, stage=system.stage, replies=replies)
     with timer("overlap figures"):
-        words = [r.split() for r in replies]
-        reference_words = [[ref.split() for ref in refs] for refs in eval_set.references]
-        result.values = {"bleu2": np.asarray(bleu2(words, reference_words))}
-        result.values |= reply_values(replies, eval_set)
-        result.bleu = bleu_statistics(replies, eval_set.references)
+        result = text_result(system, replies, eval_set)
     if reward is not None:
         with timer("reward"):
             result.values["reward"] = reward_values(replies, eval_set, reward, reward_tokenizer)
@@ -359,7 +361,7 @@ def statistics(
     value = {
         "replies-top1": top1_value,
         "replies-unique": distinct_value,
-        "replies-entropy": lambda totals: entropy_bits(np.asarray(totals)),
+        "replies-entropy": entropy_bits,
     }[figure.kind]
     return counts, value
 
@@ -377,7 +379,7 @@ def group_rows(eval_set: EvalSet, group: str) -> np.ndarray:
 
 def figure_value(figure: Figure, system: SystemResult, rows: np.ndarray) -> float:
     (stats,), value = statistics(figure, [system], rows)
-    return float(value(np.asarray(stats.sum(axis=0), dtype=np.float64).reshape(1, -1))[0])
+    return figure_of(stats, value)
 
 
 def figures_of(system: SystemResult, eval_set: EvalSet, group: str) -> dict[str, float]:

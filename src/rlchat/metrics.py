@@ -9,7 +9,6 @@ resampled corpus is scored by adding rows, never by re-running a scorer (see `si
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 
 import numpy as np
@@ -165,33 +164,37 @@ def perplexities(total_nll: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         return np.exp(mean)
 
 
-# --------------------------------------------------------------------------- reply distribution
+# --------------------------------------------------------------------------- figures of sums
+# Each corpus figure is a function of the column sums of per-example statistics (R, k) -> (R,),
+# so that one resampled corpus costs one matrix product (see `rlchat.significance`).
 
 
-def reply_counts(replies: Iterable[str]) -> Counter[str]:
-    """How often each reply occurs, compared in canonical form ("I'm not." == "i'm not")."""
-    return Counter(canonical_reply(r) for r in replies)
+def mean_statistics(values: Sequence[float]) -> np.ndarray:
+    """Per-example statistics whose figure (`mean_value`) is the mean of `values` -> (n, 2)."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.column_stack([values, np.ones_like(values)])
 
 
-def top1_share(replies: Sequence[str]) -> float:
-    """Share of replies that are the single commonest reply: 1.0 for a bot with one answer."""
-    return max(reply_counts(replies).values()) / len(replies) if replies else 0.0
+def mean_value(totals: np.ndarray) -> np.ndarray:
+    """Figure of statistics ``[value, 1]``: the mean value."""
+    return totals[:, 0] / np.maximum(totals[:, 1], 1e-300)
 
 
-def unique_share(replies: Sequence[str]) -> float:
-    """Distinct replies over replies: 1.0 when no two replies are the same."""
-    return len(reply_counts(replies)) / len(replies) if replies else 0.0
+def distinct_value(totals: np.ndarray) -> np.ndarray:
+    """Figure of count vectors: distinct items over all items (distinct-n, unique replies)."""
+    totals = np.asarray(totals)
+    return (totals > 0.5).sum(axis=1) / np.maximum(totals.sum(axis=1), 1e-300)
 
 
-def reply_entropy(replies: Sequence[str]) -> float:
-    """Entropy in bits of the distribution of whole replies (log2 of N for N distinct replies
-    equally often; 0 for one reply to everything)."""
-    counts = np.asarray(list(reply_counts(replies).values()), dtype=np.float64)
-    return float(entropy_bits(counts[None, :])[0]) if counts.size else 0.0
+def top1_value(totals: np.ndarray) -> np.ndarray:
+    """Figure of reply count vectors: the commonest reply's share."""
+    totals = np.asarray(totals)
+    return totals.max(axis=1) / np.maximum(totals.sum(axis=1), 1e-300)
 
 
 def entropy_bits(counts: np.ndarray) -> np.ndarray:
-    """Entropy in bits of each row of non-negative counts (R, K) -> (R,)."""
+    """Entropy in bits of each row of non-negative counts (R, K) -> (R,): of whole replies,
+    log2 N for N distinct replies said equally often, 0 for one reply to everything."""
     counts = np.asarray(counts, dtype=np.float64)
     totals = counts.sum(axis=1, keepdims=True)
     p = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
@@ -222,9 +225,10 @@ def bleu_statistics(hypotheses: Sequence[str], references: Sequence[Sequence[str
 
 def bleu_from_statistics(totals: np.ndarray) -> np.ndarray:
     """Corpus BLEU (sacreBLEU's default smoothing) of each row of summed statistics (R, 10)."""
-    order = sacrebleu.BLEU.NGRAM_ORDER if hasattr(sacrebleu.BLEU, "NGRAM_ORDER") else 4
+    totals = np.atleast_2d(totals)
+    order = (totals.shape[1] - 2) // 2  # lengths, then matches and totals per n-gram order
     scores = []
-    for row in np.atleast_2d(totals):
+    for row in totals:
         hyp_len, ref_len = int(row[0]), int(row[1])
         correct = [int(c) for c in row[2 : 2 + order]]
         total = [int(t) for t in row[2 + order : 2 + 2 * order]]
@@ -245,7 +249,8 @@ def ngram_count_statistics(systems: Sequence[Sequence[str]], n: int) -> list[spa
 def reply_count_statistics(systems: Sequence[Sequence[str]]) -> list[sparse.csr_array]:
     """Each system's replies as one-hot rows over the canonical replies of all -> (n, K) each.
 
-    Column sums are the reply counts behind `top1_share`, `unique_share`, `reply_entropy`.
+    Column sums are the reply counts behind `top1_value`, `distinct_value` (unique replies)
+    and `entropy_bits`; replies are compared in canonical form ("I'm not." == "i'm not").
     """
     return _shared_counts(systems, lambda reply: [canonical_reply(reply)])
 

@@ -120,9 +120,13 @@ def _masked_sums(
         yield start, np.asarray(a_t @ part).T, np.asarray(b_t @ part).T
 
 
+def figure_of(stats: Statistics, value: Value) -> float:
+    """The figure of all examples: `value` of the column sums of their statistics."""
+    return float(value(_column_sums(stats)[None, :])[0])
+
+
 def observed_difference(stats_a: Statistics, stats_b: Statistics, value: Value) -> float:
-    total_a, total_b = _column_sums(stats_a), _column_sums(stats_b)
-    return float(value(total_b[None, :])[0] - value(total_a[None, :])[0])
+    return figure_of(stats_b, value) - figure_of(stats_a, value)
 
 
 def randomised_differences(
@@ -227,29 +231,3 @@ def compare(
     )
     half_width = float(stats.norm.ppf(0.5 + confidence / 2) * np.sqrt(variance))
     return Comparison(observed, observed - half_width, observed + half_width, p_value)
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def mean_value(totals: np.ndarray) -> np.ndarray:
-    """Figure of statistics ``[value, 1]``: the mean value."""
-    return totals[:, 0] / np.maximum(totals[:, 1], 1e-300)
-
-
-def mean_statistics(values: Sequence[float]) -> np.ndarray:
-    """Per-example statistics whose figure (`mean_value`) is the mean of `values` -> (n, 2)."""
-    values = np.asarray(values, dtype=np.float64)
-    return np.column_stack([values, np.ones_like(values)])
-
-
-def distinct_value(totals: np.ndarray) -> np.ndarray:
-    """Figure of count vectors: distinct items over all items (distinct-n, unique share)."""
-    totals = np.asarray(totals)
-    return (totals > 0.5).sum(axis=1) / np.maximum(totals.sum(axis=1), 1e-300)
-
-
-def top1_value(totals: np.ndarray) -> np.ndarray:
-    """Figure of reply count vectors: the commonest reply's share."""
-    totals = np.asarray(totals)
-    return totals.max(axis=1) / np.maximum(totals.sum(axis=1), 1e-300)
