@@ -40,6 +40,7 @@ from rlchat.evaluation import (
     FIGURES,
     EvalSet,
     SystemResult,
+    attach_counts,
     build_eval_set,
     statistics,
     text_result,
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> dict:
         score(StockBot(splits["train"], seed=1000 + s, share=args.stock_share), eval_set)
         for s in range(args.pool)
     ]
+    attach_counts([*plain, *stocky])  # one vocabulary for the pools; draws slice rows
     scoring_s = time.perf_counter() - started
     rng = np.random.default_rng(args.seed)
 

@@ -104,3 +104,24 @@ def test_clusters_keep_a_conversation_and_a_repeated_input_together():
     assert eval_set.clusters.tolist() == [0, 0, 0, 1]
     assert eval_set.references[0] == eval_set.references[2] == ["reply.", "reply."]
     assert np.array_equal(eval_set.unseen, [False, True, False, True])
+
+
+def test_counts_shared_once_give_the_figures_counted_per_group():
+    """Counting all systems once on a shared vocabulary and slicing rows must give exactly
+    the figures of counting each group's replies afresh."""
+    from rlchat.evaluation import FIGURES, SystemResult, attach_counts, statistics
+    from rlchat.significance import figure_of
+
+    replies_a = ["i don't know.", "yes.", "yes.", "what do you want?", "no, sir."]
+    replies_b = ["go home.", "yes.", "i don't know.", "i don't know now.", "what?"]
+    shared = [SystemResult("a", "ce", replies_a), SystemResult("b", "rl", replies_b)]
+    fresh = [SystemResult("a", "ce", replies_a), SystemResult("b", "rl", replies_b)]
+    attach_counts(shared)
+    rows = np.asarray([0, 2, 3])
+    count_figures = [f for f in FIGURES if f.kind.startswith(("ngrams", "replies"))]
+    assert len(count_figures) == 5
+    for figure in count_figures:
+        with_shared, value = statistics(figure, shared, rows)
+        counted, _ = statistics(figure, fresh, rows)
+        for s, c in zip(with_shared, counted, strict=True):
+            assert figure_of(s, value) == pytest.approx(figure_of(c, value))

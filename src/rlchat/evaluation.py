@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from scipy import sparse
 from tqdm.auto import tqdm
 
 from rlchat.baselines import make_baseline
@@ -127,6 +128,9 @@ class SystemResult:
     bleu: np.ndarray | None = None  # (n, 10) sacreBLEU statistics
     nll: np.ndarray | None = None  # (n, 2) summed -log p and tokens of each reference
     selfplay: np.ndarray | None = None  # (seeds,) turns
+    # Per-reply count vectors by kind ("ngrams1", "ngrams2", "replies") on a vocabulary shared
+    # by every system of the evaluation (`attach_counts`), built once and sliced per group.
+    counts: dict[str, Any] = field(default_factory=dict)
 
     def has(self, figure: Figure) -> bool:
         if figure.kind == "bleu":
@@ -354,16 +358,42 @@ def statistics(
         return [s.bleu[rows] for s in systems], bleu_from_statistics
     if figure.kind == "ppl":
         return [s.nll[rows] for s in systems], perplexity_value
-    replies = [[s.replies[i] for i in rows] for s in systems]
     if figure.kind.startswith("ngrams"):
-        return ngram_count_statistics(replies, int(figure.kind[-1])), distinct_value
-    counts = reply_count_statistics(replies)
+        return count_statistics(figure.kind, systems, rows), distinct_value
     value = {
         "replies-top1": top1_value,
         "replies-unique": distinct_value,
         "replies-entropy": entropy_bits,
     }[figure.kind]
-    return counts, value
+    return count_statistics("replies", systems, rows), value
+
+
+COUNT_KINDS = ("ngrams1", "ngrams2", "replies")
+
+
+def count_tables(kind: str, replies: Sequence[Sequence[str]]) -> list[Any]:
+    """Per-reply count vectors of each system's replies, on one shared vocabulary."""
+    if kind == "replies":
+        return reply_count_statistics(replies)
+    return ngram_count_statistics(replies, int(kind[-1]))
+
+
+def attach_counts(systems: Sequence[SystemResult]) -> None:
+    """Count every system's replies once, on vocabularies shared by all of them: each
+    comparison and group then slices rows instead of re-counting text."""
+    for kind in COUNT_KINDS:
+        for system, table in zip(systems, count_tables(kind, [s.replies for s in systems])):
+            system.counts[kind] = table
+
+
+def count_statistics(kind: str, systems: Sequence[SystemResult], rows: np.ndarray) -> list[Any]:
+    """The systems' count vectors on `rows`, keeping only the columns some of them use (the
+    resampling's cost grows with the columns)."""
+    if all(kind in s.counts for s in systems):
+        tables = [sparse.csr_array(s.counts[kind][rows]) for s in systems]
+        used = np.flatnonzero(sum(np.asarray(t.sum(axis=0)).ravel() for t in tables) > 0)
+        return [t[:, used] if len(used) else sparse.csr_array((len(rows), 1)) for t in tables]
+    return count_tables(kind, [[s.replies[i] for i in rows] for s in systems])
 
 
 def perplexity_value(totals: np.ndarray) -> np.ndarray:
@@ -510,6 +540,7 @@ def evaluate_runs(
         )
     reference = reference_result(eval_set)
     with timer("comparisons"):
+        attach_counts([*results, reference])
         compared = comparisons(
             results[0], results[1:], eval_set, resamples=resamples, seed=seed, progress=progress
         )

@@ -196,9 +196,12 @@ def entropy_bits(counts: np.ndarray) -> np.ndarray:
     """Entropy in bits of each row of non-negative counts (R, K) -> (R,): of whole replies,
     log2 N for N distinct replies said equally often, 0 for one reply to everything."""
     counts = np.asarray(counts, dtype=np.float64)
-    totals = counts.sum(axis=1, keepdims=True)
-    p = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-    return -(p * np.log2(np.where(p > 0, p, 1.0))).sum(axis=1)
+    totals = counts.sum(axis=1)
+    # H = log2 N - sum(c log2 c) / N; c log2 c vanishes for counts 0 and 1, so one log of
+    # max(c, 1) serves every cell.
+    c_log_c = (counts * np.log2(np.maximum(counts, 1.0))).sum(axis=1)
+    safe = np.where(totals > 0, totals, 1.0)
+    return np.where(totals > 0, np.log2(safe) - c_log_c / safe, 0.0)
 
 
 # --------------------------------------------------------------------------- statistics
