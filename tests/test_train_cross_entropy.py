@@ -139,3 +139,101 @@ def test_unwritable_run_directory_fails_at_start(tmp_path, comedy):
             train_config=CrossEntropyConfig(),
             progress=False,
         )
+
+
+def test_backward_examples_are_the_swapped_pairs(corpus_dir, comedy):
+    corpus, forward = comedy
+    backward = prepare_dataset(
+        corpus,
+        DataConfig(genres=["comedy"], direction="backward"),
+        TokenizerConfig(vocab_size=600, max_tokens=12),
+        tokenizer=forward.tokenizer,
+    )
+    for split in ("train", "valid", "test"):
+        ahead, back = forward.splits[split].examples, backward.splits[split].examples
+        assert len(ahead) == len(back) > 0
+        for a, b in zip(ahead, back, strict=True):
+            assert (b.source, b.reply, b.pair) == (a.reply, a.source, a.pair)
+
+
+def small_run(out, corpus, **data):
+    return train_cross_entropy(
+        out=out,
+        corpus=corpus,
+        data_config=DataConfig(**data),
+        tokenizer_config=TokenizerConfig(vocab_size=500, max_tokens=10),
+        model_config=ModelConfig(embedding_dim=16, hidden_size=32),
+        train_config=CrossEntropyConfig(max_steps=4, batch_size=16, eval_every=2),
+        device="cpu",
+        progress=False,
+        tensorboard=False,
+    )
+
+
+def test_fine_tuning_starts_from_the_given_weights_and_keeps_the_tokenizer(
+    tmp_path, comedy, monkeypatch
+):
+    from rlchat.checkpoint import load_bundle
+
+    corpus, _ = comedy
+    small_run(tmp_path / "all", corpus)
+    start = load_bundle(RunDir(tmp_path / "all").best_path)
+    seen = {}
+    original_fit = CrossEntropyTrainer.fit
+
+    def fit(self, **kwargs):  # the weights the first step starts from
+        seen["weights"] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        return original_fit(self, **kwargs)
+
+    monkeypatch.setattr(CrossEntropyTrainer, "fit", fit)
+    train_cross_entropy(
+        out=tmp_path / "comedy",
+        corpus=corpus,
+        data_config=DataConfig(genres=["comedy"]),
+        tokenizer_config=TokenizerConfig(vocab_size=3000, max_tokens=20),  # ignored: init's
+        model_config=ModelConfig(hidden_size=64),  # ignored: init's shape
+        train_config=CrossEntropyConfig(max_steps=3, batch_size=16, lr=1e-3),
+        init=tmp_path / "all",
+        device="cpu",
+        progress=False,
+        tensorboard=False,
+    )
+    for name, tensor in start.weights.items():
+        assert torch.equal(seen["weights"][name], tensor), name
+    tuned = RunDir(tmp_path / "comedy")
+    config = tuned.read_config()
+    assert config["init"] == str(tmp_path / "all")
+    assert config["data"]["genres"] == ["comedy"] and config["train"]["lr"] == 1e-3
+    assert config["tokenizer"]["vocab_size"] == 500 and config["model"]["hidden_size"] == 32
+    assert tuned.tokenizer_path.read_text() == RunDir(tmp_path / "all").tokenizer_path.read_text()
+    tuned_weights = load_bundle(tuned.model_path()).weights
+    assert any(not torch.equal(tuned_weights[k], v) for k, v in start.weights.items())
+
+
+def test_fine_tuning_refuses_another_split(tmp_path, comedy):
+    corpus, _ = comedy
+    small_run(tmp_path / "all", corpus)
+    with pytest.raises(RunError, match="split-seed"):
+        train_cross_entropy(
+            out=tmp_path / "other",
+            corpus=corpus,
+            data_config=DataConfig(genres=["comedy"], split_seed=3),
+            tokenizer_config=TokenizerConfig(),
+            model_config=ModelConfig(),
+            train_config=CrossEntropyConfig(max_steps=1),
+            init=tmp_path / "all",
+            device="cpu",
+            progress=False,
+            tensorboard=False,
+        )
+
+
+def test_a_run_stopped_between_validations_validates_its_last_weights(tmp_path, comedy):
+    _, dataset = comedy
+    trainer = make_trainer(
+        tmp_path, dataset, CrossEntropyConfig(batch_size=32, max_steps=30, eval_every=20)
+    )
+    trainer.fit(progress=False)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    validated = [r["step"] for r in records if "valid/loss" in r]
+    assert validated == [20, 30]

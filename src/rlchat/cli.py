@@ -258,6 +258,13 @@ def train_ce(
     model: ModelConfig,
     train: CrossEntropyConfig,
     out: Annotated[Path, typer.Option(help="Run directory to create.")] = Path("runs/ce"),
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="Fine-tune from this CE run: its weights, tokenizer and model shape; this "
+            "run's data filter, rate and budget (the split must match)."
+        ),
+    ] = None,
     resume: Annotated[
         Path | None,
         typer.Option(help="Continue the run in this directory (its saved config wins)."),
@@ -266,7 +273,9 @@ def train_ce(
     device: DeviceOption = "auto",
     progress: ProgressOption = True,
 ) -> None:
-    """Train the encoder-decoder with teacher-forced cross-entropy."""
+    """Train the encoder-decoder with teacher-forced cross-entropy (--direction backward:
+    the reply -> input model MMI reranking uses)."""
+    from rlchat.checkpoint import CheckpointError
     from rlchat.runs import RunError
     from rlchat.train.cross_entropy import train_cross_entropy
 
@@ -281,11 +290,12 @@ def train_ce(
             tokenizer_config=tokenizer,
             model_config=model,
             train_config=train,
+            init=init,
             resume=resume is not None,
             device=device,
             progress=progress,
         )
-    except RunError as error:
+    except (RunError, CheckpointError) as error:
         fail(str(error))
     console.print(
         f"Trained {summary['steps']} steps ({summary['epochs']} epochs): validation loss "

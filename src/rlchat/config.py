@@ -33,6 +33,12 @@ class DataConfig:
     context_turns: int = field(
         default=0, metadata={"help": "previous utterances joined to the input"}
     )
+    # A backward model p(input | reply) is trained on the swapped pairs: MMI reranking and the
+    # mutual-information reward ask it how well a reply points back to its input.
+    direction: Literal["forward", "backward"] = field(
+        default="forward",
+        metadata={"help": "forward: input -> reply; backward: reply -> input (for MMI)"},
+    )
 
 
 @dataclass

@@ -113,6 +113,10 @@ def encode_split(
     examples = []
     for i in keep:
         pair = pairs[i]
+        if data_config.direction == "backward":
+            # p(input | reply): the reply is read, the input written; no context is joined.
+            examples.append(Example(source=replies[i], reply=sources[i], pair=pair))
+            continue
         source = sources[i]
         if data_config.context_turns and pair.history:
             history = tokenizer.encode_batch(list(pair.history[-data_config.context_turns :]))

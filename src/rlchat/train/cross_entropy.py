@@ -19,6 +19,7 @@ from rlchat.config import (
     from_dict,
     to_dict,
 )
+from rlchat.checkpoint import load_bundle, load_weights
 from rlchat.corpus import Corpus
 from rlchat.dataset import Example, prepare_dataset
 from rlchat.model import Seq2Seq, count_parameters
@@ -69,6 +70,21 @@ def evaluate_loss(
     return reference_loss(model, [e.source for e in examples], [e.reply for e in examples], device)
 
 
+# What decides which conversations are held out: a fine-tune must keep its start's split, or
+# pairs it was pretrained on would turn up in its validation and test splits.
+SPLIT_FIELDS = ("split_seed", "split_by", "valid_fraction", "test_fraction")
+
+
+def check_same_split(data: DataConfig, start: DataConfig, init: Path) -> None:
+    for name in SPLIT_FIELDS:
+        if getattr(data, name) != getattr(start, name):
+            raise RunError(
+                f"--{name.replace('_', '-')} {getattr(data, name)} differs from the "
+                f"{getattr(start, name)} of --init {init}: the split must stay the same, or "
+                "pretraining pairs would be held out"
+            )
+
+
 class CrossEntropyTrainer(Trainer):
     """Teacher-forced maximum likelihood on (source, reply) examples."""
 
@@ -103,6 +119,7 @@ def train_cross_entropy(
     tokenizer_config: TokenizerConfig,
     model_config: ModelConfig,
     train_config: CrossEntropyConfig,
+    init: Path | None = None,
     resume: bool = False,
     device: str = "auto",
     progress: bool = True,
@@ -111,20 +128,30 @@ def train_cross_entropy(
     """Set up (or reopen) a run directory and train; the one entry point the CLI calls.
 
     With ``resume`` the saved configs win over the arguments, so the run continues as it began.
+    With ``init`` (a CE run) training starts from that run's best weights, tokenizer and model
+    shape, on this run's data filter, rate and budget: pretrain on all genres, fine-tune on one.
     """
     run = RunDir(Path(out))
+    start_weights = None
     if resume:
         saved = run.read_config()
         data_config = from_dict(DataConfig, saved["data"])
         tokenizer_config = from_dict(TokenizerConfig, saved["tokenizer"])
         model_config = from_dict(ModelConfig, saved["model"])
         train_config = from_dict(CrossEntropyConfig, saved["train"])
+        init = Path(saved["init"]) if saved.get("init") else None
     elif run.exists():
         raise RunError(
             f"{run.path} already holds a run; pass --resume to continue it or pick another --out"
         )
     if corpus is None:
         raise RunError("no corpus given")
+    if init is not None:
+        start = load_bundle(RunDir(init).model_path())
+        check_same_split(data_config, from_dict(DataConfig, start.config["data"]), init)
+        tokenizer_config = from_dict(TokenizerConfig, start.config["tokenizer"])
+        model_config = from_dict(ModelConfig, start.config["model"])
+        start_weights = start.weights
     torch_device = pick_device(device)
     world = init_world(torch_device)
     torch_device = device_for(world, torch_device)
@@ -132,19 +159,24 @@ def train_cross_entropy(
         check_writable(run.path)
     world.barrier()  # every process has seen the directory before rank 0 writes to it
     tokenizer = None
-    if resume or not world.is_main:
+    if init is not None and not resume:
+        tokenizer = ChatTokenizer.from_json(start.tokenizer_json)
+        if world.is_main:
+            tokenizer.save(run.tokenizer_path)
+    elif resume or not world.is_main:
         # One tokenizer for all processes: rank 0 trains it, the others wait and read it.
         if not resume:
             world.barrier()
         tokenizer = ChatTokenizer.load(run.tokenizer_path)
     dataset = prepare_dataset(corpus, data_config, tokenizer_config, tokenizer=tokenizer)
-    if not resume and world.is_main:
+    if not resume and init is None and world.is_main:
         dataset.tokenizer.save(run.tokenizer_path)
         world.barrier()
     model_config.vocab_size = dataset.tokenizer.vocab_size
     run_config = {
         "stage": "ce",
         "rlchat_version": __version__,
+        **({"init": str(init)} if init is not None else {}),
         "data": to_dict(data_config),
         "tokenizer": to_dict(tokenizer_config),
         "model": to_dict(model_config),
@@ -156,11 +188,14 @@ def train_cross_entropy(
     if not train:
         raise RunError("no training pairs left after filtering; check --genre and --max-tokens")
     seed_everything(train_config.seed)
+    model = Seq2Seq(model_config)
+    if start_weights is not None:
+        load_weights(model, start_weights)  # a resumed run's checkpoint overrides these
     trainer = CrossEntropyTrainer(
         run=run,
         run_config=run_config,
         tokenizer_json=dataset.tokenizer.to_json(),
-        model=Seq2Seq(model_config),
+        model=model,
         train_examples=train,
         valid_examples=dataset.splits["valid"].examples,
         config=train_config,

@@ -103,8 +103,15 @@ class Budget:
     def __post_init__(self) -> None:
         self.started = time.monotonic()
 
-    def out_of_time(self) -> bool:
-        return bool(self.max_minutes) and time.monotonic() - self.started >= self.max_minutes * 60
+    def seconds_left(self) -> float:
+        """Seconds of the time budget left (infinite without one)."""
+        if not self.max_minutes:
+            return math.inf
+        return self.max_minutes * 60 - (time.monotonic() - self.started)
+
+    def out_of_time(self, reserve_s: float = 0.0) -> bool:
+        """Out of time, keeping `reserve_s` for work that must still fit (a last validation)."""
+        return self.seconds_left() <= reserve_s
 
     def done(self, step: int, epoch: int) -> bool:
         """Out of epochs or steps; time is asked separately (processes must agree on it)."""

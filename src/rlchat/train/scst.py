@@ -283,6 +283,8 @@ def train_rl(
     policy, ce_config, tokenizer_json = load_policy(init, torch_device)
     tokenizer = ChatTokenizer.from_json(tokenizer_json)
     data_config = from_dict(DataConfig, ce_config["data"])
+    if data_config.direction != "forward":
+        raise RunError(f"{init} is a backward model (reply -> input); RL starts from a forward one")
     tokenizer_config = from_dict(TokenizerConfig, ce_config["tokenizer"])
     dataset = prepare_dataset(corpus, data_config, tokenizer_config, tokenizer=tokenizer)
     run_config = {

@@ -100,6 +100,8 @@ class Trainer:
         self.batches_per_epoch = math.ceil(len(train_examples) / config.batch_size)
         self.stop_requested = False
         self.on_step: Callable[[Trainer], None] | None = None
+        self.validated_at = -1  # step of the last validation
+        self.validation_s = 0.0  # how long the last one took: kept free at the budget's end
 
     # --- what a stage supplies -------------------------------------------------------------
 
@@ -184,7 +186,10 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         """Validation figures; tracks the best model, the plateau schedule and early stopping."""
+        started = time.perf_counter()
         score, figures = self.evaluate()
+        self.validation_s = time.perf_counter() - started
+        self.validated_at = self.state.step
         if score < self.state.best_score - 1e-4:
             self.state.best_score = score
             self.state.evals_without_improvement = 0
@@ -214,6 +219,7 @@ class Trainer:
             desc=f"train {self.stage}",
         )
         self.pairs_done, self.started = 0, time.perf_counter()
+        self.start_step = self.state.step
         try:
             with stop_on_interrupt(self):
                 last_valid = self._train_until_done(budget, bar, total_steps)
@@ -227,7 +233,9 @@ class Trainer:
             )
             raise
         bar.close()
-        if not last_valid or (config.eval_every and self.state.step % config.eval_every):
+        if self.validated_at != self.state.step:
+            # Stopped between validations (time, steps): judge the last weights too, so best/
+            # is the better of them and the best so far, and no step is lost.
             last_valid = self.validate()
         self.save_checkpoint()
         self.metrics.close()
@@ -239,6 +247,17 @@ class Trainer:
             "stopped_early": self.state.stopped_early,
             "pairs_per_s": self.pairs_done / max(1e-9, time.perf_counter() - self.started),
         }
+
+    def _fit_bar_to_time(self, bar: tqdm, budget: Budget, total_steps: int) -> None:
+        """Under a time budget the bar's end is the steps that fit in it at the measured pace,
+        so its "time left" is the budget's, not that of all the epochs asked for."""
+        left = budget.seconds_left()
+        elapsed = time.perf_counter() - self.started
+        steps_done = self.state.step - self.start_step
+        if bar.disable or math.isinf(left) or steps_done < 5 or elapsed <= 0:
+            return
+        expected = self.state.step + int(max(0.0, left) * steps_done / elapsed)
+        bar.total = max(self.state.step, min(total_steps, expected))
 
     def _train_until_done(self, budget: Budget, bar: tqdm, total_steps: int) -> dict[str, float]:
         config = self.config
@@ -260,6 +279,7 @@ class Trainer:
                 pairs_per_s = self.pairs_done / (time.perf_counter() - self.started)
                 figures[f"{self.stage}/pairs_per_s"] = pairs_per_s
                 bar.update(1)
+                self._fit_bar_to_time(bar, budget, total_steps)
                 bar.set_postfix(
                     loss=f"{figures[f'{self.stage}/loss']:.3f}",
                     pairs_s=f"{pairs_per_s:.0f}",
@@ -275,7 +295,7 @@ class Trainer:
                     self.on_step(self)
                 if self.world.any(self.stop_requested):
                     raise KeyboardInterrupt
-                time_up = self.world.any(budget.out_of_time())
+                time_up = self.world.any(budget.out_of_time(reserve_s=self.validation_s))
                 if time_up or budget.done(self.state.step, self.state.epoch):
                     break
                 if self.state.stopped_early:
