@@ -237,6 +237,28 @@ def test_sequence_log_likelihood_matches_step_by_step_decoding(input_feeding):
     assert batched.tolist() == pytest.approx(manual, abs=1e-5)
 
 
+def test_mutual_reward_is_forward_plus_backward_per_token_log_likelihood():
+    """Li et al.'s semantic coherence, against a step-by-step computation with both models."""
+    forward, backward = tiny_model(seed=1), tiny_model(seed=2)
+    sources, replies = random_pairs(10, seed=5)
+    sources = [s or [7] for s in sources]  # an input has at least one token
+    reward = RewardFunction({"mutual": 1.0}, model=forward, backward=backward)
+    total, parts = reward(replies, sources, [[r] for r in replies])
+    for i, (source, reply) in enumerate(zip(sources, replies, strict=True)):
+        expected = step_by_step_log_likelihood(forward, source, reply)
+        expected += step_by_step_log_likelihood(backward, reply or [EOS_ID], source)
+        assert parts["mutual"][i].item() == pytest.approx(expected, abs=1e-5)
+        assert total[i].item() == pytest.approx(expected, abs=1e-5)
+    # The backward term is what tells a reply that fits this input from one that fits any.
+    forward_only = RewardFunction({"coherence": 1.0}, model=forward)
+    assert not torch.allclose(forward_only(replies, sources, [[r] for r in replies])[0], total)
+
+
+def test_mutual_reward_needs_a_backward_model():
+    with pytest.raises(ValueError, match="backward model"):
+        RewardFunction({"mutual": 1.0}, model=tiny_model())
+
+
 def test_sequence_log_likelihood_batched_equals_one_at_a_time():
     model = tiny_model()
     sources, targets = random_pairs(20, seed=3)

@@ -38,7 +38,9 @@ class Baseline:
         messages: Sequence[str],
         histories: Sequence[Sequence[str]] | None = None,
         config: Any = None,
+        generator: Any = None,
     ) -> list[str]:
+        """Replies by the baseline's own rule; decoding settings and generator do not apply."""
         return self.answer(list(messages)) if messages else []
 
     def answer(self, messages: list[str]) -> list[str]:

@@ -14,6 +14,7 @@ from rlchat.config import DataConfig, DecodeConfig, ModelConfig, TokenizerConfig
 from rlchat.dataset import with_context
 from rlchat.decoding import generate
 from rlchat.model import Seq2Seq
+from rlchat.rerank import best_of_each_input, candidate_config, check_rerank, mmi_scores
 from rlchat.runs import RunDir, pick_device
 from rlchat.tokenizer import ChatTokenizer
 
@@ -35,10 +36,16 @@ class Chatbot:
     tokenizer: ChatTokenizer
     config: dict[str, Any]
     device: torch.device
+    # The reply -> input model MMI reranking asks (`rlchat.rerank`); loaded once, shared.
+    backward: Chatbot | None = None
+    backward_shares_vocabulary: bool = False
 
     @classmethod
-    def load(cls, path: Path | str, *, device: str = "auto") -> Chatbot:
-        """Load a run directory (its best model) or a checkpoint bundle directly."""
+    def load(
+        cls, path: Path | str, *, device: str = "auto", backward: Path | str | None = None
+    ) -> Chatbot:
+        """Load a run directory (its best model) or a checkpoint bundle directly; with
+        ``backward``, also the backward run that ``rerank="mmi"`` needs."""
         path = Path(path)
         bundle_path = RunDir(path).model_path() if (path / "run.json").is_file() else path
         bundle = load_bundle(bundle_path)
@@ -46,13 +53,29 @@ class Chatbot:
         model = Seq2Seq(from_dict(ModelConfig, bundle.config["model"]))
         load_weights(model, bundle.weights)
         model.to(torch_device).eval()
-        return cls(
+        bot = cls(
             name=path.name,
             model=model,
             tokenizer=ChatTokenizer.from_json(bundle.tokenizer_json),
             config=bundle.config,
             device=torch_device,
         )
+        if backward is not None:
+            bot.attach_backward(cls.load(backward, device=str(torch_device)))
+        return bot
+
+    @property
+    def direction(self) -> str:
+        return self.data_config.direction
+
+    def attach_backward(self, backward: Chatbot) -> None:
+        if backward.direction != "backward":
+            raise ValueError(
+                f"{backward.name} is not a backward model; train one with "
+                "`rlchat train ce --direction backward`"
+            )
+        self.backward = backward
+        self.backward_shares_vocabulary = backward.tokenizer.to_json() == self.tokenizer.to_json()
 
     @property
     def data_config(self) -> DataConfig:
@@ -90,13 +113,55 @@ class Chatbot:
     ) -> list[str]:
         """Replies to many messages at once: one batched decode."""
         histories = histories or [()] * len(messages)
+        config = config or DecodeConfig()
+        check_rerank(config)
         sources = [self.encode_input(m, h) for m, h in zip(messages, histories, strict=True)]
-        ids = generate(self.model, sources, config or DecodeConfig(), generator=generator)
+        if config.rerank == "mmi":
+            ids = self.mmi_reply_ids(messages, sources, config, generator)
+        else:
+            ids = generate(self.model, sources, config, generator=generator)
         # A byte-level model can end a reply inside a multi-byte character; show no U+FFFD.
         return [
             " ".join(text.replace("\ufffd", "").split())
             for text in self.tokenizer.decode_batch(ids)
         ]
+
+    def mmi_reply_ids(
+        self,
+        messages: Sequence[str],
+        sources: Sequence[Sequence[int]],
+        config: DecodeConfig,
+        generator: torch.Generator | None = None,
+    ) -> list[list[int]]:
+        """`config.candidates` candidates per input, the best by MMI (`rlchat.rerank`)."""
+        if self.backward is None:
+            raise ValueError("rerank mmi needs a backward model (--backward RUN)")
+        n = config.candidates
+        candidates = generate(
+            self.model, sources, candidate_config(config), generator=generator, num_samples=n
+        )
+        back = self.backward
+        back_max = back.tokenizer_config.max_tokens
+        if self.backward_shares_vocabulary:
+            read_back = [c[:back_max] for c in candidates]
+        else:  # another vocabulary: the backward model reads the candidates' text
+            read_back = [
+                ids[:back_max]
+                for ids in back.tokenizer.encode_batch(self.tokenizer.decode_batch(candidates))
+            ]
+        # The backward model was trained to write the input line itself, without context.
+        inputs = back.tokenizer.encode_batch([as_corpus_line(m) for m in messages])
+        written = [ids[-back_max:] for ids in inputs for _ in range(n)]
+        scores = mmi_scores(
+            self.model,
+            back.model,
+            [s for s in sources for _ in range(n)],
+            candidates,
+            read_back,
+            written,
+            config,
+        )
+        return [candidates[row] for row in best_of_each_input(scores, n)]
 
     def reply(
         self,

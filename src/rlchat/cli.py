@@ -245,6 +245,10 @@ train_app = typer.Typer(
 app.add_typer(train_app, name="train")
 
 DeviceOption = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
+BackwardOption = Annotated[
+    Path | None,
+    typer.Option(help="Backward run (train ce --direction backward) for --rerank mmi."),
+]
 ProgressOption = Annotated[
     bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
 ]
@@ -376,6 +380,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")] = False,
     out: Annotated[Path | None, typer.Option(help="Also write the JSON result here.")] = None,
+    backward: BackwardOption = None,
     device: DeviceOption = "auto",
     progress: ProgressOption = True,
 ) -> None:
@@ -393,7 +398,9 @@ def evaluate(
         baseline_names = parse_baselines(baselines)
     except ValueError as error:
         fail(f"--baselines: {error}")
-    bots = [load_bot(run, device) for run in runs]
+    bots = [load_bot(run, device, backward) for run in runs]
+    for bot in bots:
+        checked_decoding(decode, bot)
     loaded = open_corpus(corpus)
     data_config = bots[0].data_config
     if genre:
@@ -452,7 +459,9 @@ def report(
 
 
 @app.command("serve")
+@config_options(DecodeConfig)
 def serve(
+    decode: DecodeConfig,
     runs: Annotated[list[Path], typer.Argument(help="Run directories; each is a model.")],
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
@@ -470,12 +479,44 @@ def serve(
         float | None, typer.Option(help="Gather concurrent requests this long (0 = off).")
     ] = None,
     max_batch: Annotated[int | None, typer.Option(help="Most requests decoded at once.")] = None,
+    backward: BackwardOption = None,
     device: DeviceOption = "auto",
 ) -> None:
-    """Serve bots: REST API (/docs), the original /chat contract, and a chat page at /."""
+    """Serve bots: REST API (/docs), the original /chat contract, and a chat page at /.
+    The decoding options are the defaults of every request (a request may set its own)."""
+    start_server(
+        runs,
+        host=host,
+        port=port,
+        workers=workers,
+        cors_origins=cors_origin or (),
+        history_db=history_db,
+        feedback_db=feedback_db,
+        batch_wait_ms=batch_wait_ms,
+        max_batch=max_batch,
+        backward=backward,
+        decode=decode,
+        device=device,
+    )
+
+
+def start_server(
+    runs: list[Path],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    decode: DecodeConfig | None = None,
+    backward: Path | None = None,
+    device: str = "auto",
+    **options,  # noqa: ANN003 - the rest of `rlchat.server.serve`'s settings
+) -> None:
+    from dataclasses import asdict
+
     from rlchat.runs import RunError
     from rlchat.server import serve as run_server
 
+    defaults = asdict(DecodeConfig())
+    decoding = {k: v for k, v in asdict(decode or DecodeConfig()).items() if v != defaults[k]}
     console.print(
         f"Chat page: [bold]http://{host}:{port}/[/]  ·  API docs: http://{host}:{port}/docs"
     )
@@ -487,15 +528,12 @@ def serve(
             runs,
             host=host,
             port=port,
-            workers=workers,
-            cors_origins=cors_origin or (),
-            history_db=history_db,
-            feedback_db=feedback_db,
-            batch_wait_ms=batch_wait_ms,
-            max_batch=max_batch,
             device=device,
+            backward=backward,
+            decoding=decoding,
+            **options,
         )
-    except RunError as error:
+    except (RunError, ValueError) as error:
         fail(str(error))
 
 
@@ -544,7 +582,7 @@ def quickstart(
     console.print(f"Report: [bold]{plan.report_dir / 'report.md'}[/]")
     console.print(f"Chat in the terminal: [bold]rlchat chat {plan.rl_dir}[/]")
     if serve_after:
-        serve([plan.rl_dir, plan.ce_dir], port=port, device=device)
+        start_server([plan.rl_dir, plan.ce_dir], port=port, device=device)
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
@@ -571,15 +609,28 @@ def print_evaluation(result: dict) -> None:
 # --- talking to a bot ----------------------------------------------------------------------
 
 
-def load_bot(run: Path, device: str = "auto"):  # noqa: ANN201
+def load_bot(run: Path, device: str = "auto", backward: Path | None = None):  # noqa: ANN201
     from rlchat.chatbot import Chatbot
     from rlchat.checkpoint import CheckpointError
     from rlchat.runs import RunError
 
     try:
-        return Chatbot.load(run, device=device)
-    except (CheckpointError, RunError, FileNotFoundError) as error:
+        return Chatbot.load(run, device=device, backward=backward)
+    except (CheckpointError, RunError, FileNotFoundError, ValueError) as error:
         fail(str(error))
+
+
+def checked_decoding(decode: DecodeConfig, bot) -> DecodeConfig:  # noqa: ANN001
+    """Fail with the reason before decoding, for settings the bot cannot decode with."""
+    from rlchat.rerank import check_rerank
+
+    try:
+        check_rerank(decode)
+    except ValueError as error:
+        fail(str(error))
+    if decode.rerank == "mmi" and (bot is None or bot.backward is None):
+        fail("--rerank mmi needs a backward model: pass --backward RUN")
+    return decode
 
 
 @app.command("reply")
@@ -590,12 +641,14 @@ def reply(
     message: Annotated[str, typer.Argument(help="What you say to the bot.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for sampling.")] = 0,
+    backward: BackwardOption = None,
     device: DeviceOption = "auto",
 ) -> None:
     """Answer one message and exit (for scripts)."""
     import torch
 
-    bot = load_bot(run, device)
+    bot = load_bot(run, device, backward)
+    checked_decoding(decode, bot)
     answer = bot.reply(message, config=decode, generator=torch.Generator().manual_seed(seed))
     if as_json:
         print(json.dumps({"message": message, "reply": answer, "model": bot.name}))
@@ -621,7 +674,8 @@ def parse_strategy(words: list[str], current: DecodeConfig) -> DecodeConfig:
         key, _, value = word.partition("=")
         if key not in kinds or key == "strategy" or not value:
             raise ValueError(f"unknown setting {word!r}; settings: {', '.join(sorted(kinds))}")
-        changes[key] = float(value) if isinstance(getattr(current, key), float) else int(value)
+        kind = type(getattr(current, key))
+        changes[key] = value if kind is str else kind(value)
     return replace(current, **changes)
 
 
@@ -631,6 +685,7 @@ def chat(
     decode: DecodeConfig,
     run: Annotated[Path, typer.Argument(help="Run directory of a trained bot.")],
     seed: Annotated[int, typer.Option(help="Seed for sampling.")] = 0,
+    backward: BackwardOption = None,
     device: DeviceOption = "auto",
 ) -> None:
     """Chat with a bot in the terminal."""
@@ -640,7 +695,8 @@ def chat(
 
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (arrow keys and history for input())
-    bot = load_bot(run, device)
+    bot = load_bot(run, device, backward)
+    checked_decoding(decode, bot)
     generator = torch.Generator().manual_seed(seed)
     interactive = sys.stdin.isatty()
     genres = ", ".join(bot.genres) or "all genres"
@@ -664,6 +720,11 @@ def chat(
             elif command == "strategy":
                 try:
                     decode = parse_strategy(words, decode)
+                    from rlchat.rerank import check_rerank
+
+                    check_rerank(decode)
+                    if decode.rerank == "mmi" and bot.backward is None:
+                        raise ValueError("rerank=mmi needs a backward model (--backward RUN)")
                     console.print(f"[dim](decoding: {decode})[/]")
                 except ValueError as error:
                     console.print(f"[red]{error}[/]")

@@ -112,6 +112,24 @@ class DecodeConfig:
     no_repeat_ngram: int = field(
         default=3, metadata={"help": "never repeat an n-gram of this size (0 = off)"}
     )
+    # MMI-bidi (Li et al. 2016, arXiv:1510.03055): decode several candidates (samples, or
+    # beam search's N best) and keep the one that best fits this input and no other,
+    # log p(r|s) + weight * log p_b(s|r) + length * |r|, under a backward model p_b.
+    rerank: Literal["none", "mmi"] = field(
+        default="none", metadata={"help": "none, or mmi (needs a backward model)"}
+    )
+    candidates: int = field(
+        default=10, metadata={"help": "mmi: candidates per input (samples, or beam's N best)"}
+    )
+    mmi_weight: float = field(
+        default=1.0, metadata={"help": "mmi: weight of log p_backward(input | reply)"}
+    )
+    mmi_length: float = field(
+        default=0.0, metadata={"help": "mmi: bonus per reply token (the paper's gamma)"}
+    )
+    mmi_form: Literal["mean", "sum"] = field(
+        default="mean", metadata={"help": "mmi: per-token mean log-probs, or sums as the paper"}
+    )
 
 
 @dataclass
@@ -193,6 +211,9 @@ class RLConfig(LoopConfig):
     # Measured on comedy (see README): at 0.2 the references' cross-entropy keeps the policy's
     # words varied while BLEU lengthens its replies (distinct-2 rises instead of falling) and
     # holds perplexity near the CE start; the RL step costs one more teacher-forced pass.
+    backward: str = field(
+        default="", metadata={"help": "backward run the mutual reward asks (train ce --direction backward)"}
+    )
     ce_weight: float = field(
         default=0.2, metadata={"help": "weight of cross-entropy on references (against drift)"}
     )

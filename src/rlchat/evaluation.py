@@ -69,8 +69,46 @@ class Responder(Protocol):
     stage: str
 
     def reply_batch(
-        self, messages: Sequence[str], histories: Sequence[Sequence[str]] | None, config: Any
+        self,
+        messages: Sequence[str],
+        histories: Sequence[Sequence[str]] | None,
+        config: Any,
+        generator: torch.Generator | None = None,
     ) -> list[str]: ...
+
+
+@dataclass
+class DecodedBot:
+    """A bot with decoding settings of its own, evaluated as a system of its own: the same
+    run greedy and with MMI reranking, say. Everything else is the bot's."""
+
+    bot: Chatbot
+    decode: DecodeConfig
+    name: str
+
+    @property
+    def stage(self) -> str:
+        return self.bot.stage
+
+    @property
+    def device(self) -> torch.device:
+        return self.bot.device
+
+    def reply_batch(
+        self,
+        messages: Sequence[str],
+        histories: Sequence[Sequence[str]] | None,
+        config: Any = None,
+        generator: torch.Generator | None = None,
+    ) -> list[str]:
+        return self.bot.reply_batch(messages, histories, self.decode, generator)
+
+
+def model_of(system: Any) -> Chatbot | None:
+    """The trained model behind a system (None for a baseline)."""
+    if isinstance(system, DecodedBot):
+        return system.bot
+    return system if isinstance(system, Chatbot) else None
 
 
 @dataclass(frozen=True)
@@ -196,8 +234,11 @@ def reply_all(
     histories: Sequence[Sequence[str]],
     decode: DecodeConfig,
     progress: bool,
+    seed: int = 0,
 ) -> list[str]:
-    """Every reply, decoded in chunks of similar input length behind a progress bar."""
+    """Every reply, decoded in chunks of similar input length behind a progress bar; sampled
+    replies (and MMI's candidates) are drawn from a generator seeded with `seed`."""
+    generator = seeded_generator(system, seed)
     order = sorted(range(len(messages)), key=lambda i: len(messages[i]))
     replies: list[str] = [""] * len(messages)
     with tqdm(
@@ -206,7 +247,7 @@ def reply_all(
         for start in range(0, len(order), DECODE_CHUNK):
             rows = order[start : start + DECODE_CHUNK]
             chunk = system.reply_batch(
-                [messages[i] for i in rows], [histories[i] for i in rows], decode
+                [messages[i] for i in rows], [histories[i] for i in rows], decode, generator
             )
             for i, reply in zip(rows, chunk, strict=True):
                 replies[i] = reply
@@ -214,11 +255,17 @@ def reply_all(
     return replies
 
 
+def seeded_generator(system: Responder, seed: int) -> torch.Generator:
+    """A generator on the system's device (a model's draws are made there)."""
+    return torch.Generator(device=getattr(system, "device", "cpu")).manual_seed(seed)
+
+
 def self_play_turns(
     system: Responder, seeds: Sequence[str], dull_set: Collection[str], decode: DecodeConfig
 ) -> np.ndarray:
     """Turns two copies of the system keep talking from each seed before a dull, empty or
     repeated turn. All conversations advance together, one batched reply per turn."""
+    generator = seeded_generator(system, 1)
     histories: list[list[str]] = [[seed] for seed in seeds]
     turns = np.zeros(len(seeds))
     alive = list(range(len(seeds)))
@@ -227,7 +274,7 @@ def self_play_turns(
             break
         messages = [histories[i][-1] for i in alive]
         past = [histories[i][:-1] for i in alive]
-        replies = system.reply_batch(messages, past, decode)
+        replies = system.reply_batch(messages, past, decode, generator)
         still = []
         for i, reply in zip(alive, replies, strict=True):
             canonical = canonical_reply(reply)
@@ -324,9 +371,10 @@ def evaluate_system(
     if reward is not None:
         with timer("reward"):
             result.values["reward"] = reward_values(replies, eval_set, reward, reward_tokenizer)
-    if isinstance(system, Chatbot):
+    bot = model_of(system)
+    if bot is not None:
         with timer("perplexity"):
-            result.nll = reference_nll(system, eval_set)
+            result.nll = reference_nll(bot, eval_set)
     with timer("self-play"):
         result.selfplay = self_play_turns(
             system, eval_set.selfplay_seeds, eval_set.dull_set, decode
@@ -472,23 +520,29 @@ def comparisons(
 
 
 def reward_for(
-    bots: list[Chatbot], spec: str | None, stock: Collection[str] = ()
+    systems: Sequence[Chatbot | DecodedBot], spec: str | None, stock: Collection[str] = ()
 ) -> tuple[RewardFunction, Any]:
     """The RL run's own reward (judged by its frozen CE start), else the default reward."""
     from rlchat.config import DEFAULT_REWARD
 
+    bots = [model_of(s) for s in systems]
     rl_bot = next((b for b in bots if b.stage == "rl"), None)
     if rl_bot is not None:
         spec = spec or rl_bot.config["rl"]["reward"]
         judge = Chatbot.load(rl_bot.config["init"], device=str(rl_bot.device))
     else:
         judge = bots[0]
+    if rl_bot is not None and rl_bot.config["rl"].get("backward"):
+        backward = Chatbot.load(rl_bot.config["rl"]["backward"], device=str(rl_bot.device)).model
+    else:  # a backward model given for reranking serves a `mutual` reward spec too
+        backward = next((b.backward.model for b in bots if b.backward is not None), None)
     reward = RewardFunction.from_spec(
         spec or DEFAULT_REWARD,
         judge=judge.model,
         tokenizer=judge.tokenizer,
         device=judge.device,
         stock=stock,
+        backward=backward,
     )
     return reward, judge.tokenizer
 
@@ -503,7 +557,7 @@ def cluster_summary(eval_set: EvalSet) -> dict[str, Any]:
 
 
 def evaluate_runs(
-    bots: list[Chatbot],
+    bots: Sequence[Chatbot | DecodedBot],
     splits: dict[str, list[Pair]],
     *,
     split: str = "test",
@@ -516,8 +570,12 @@ def evaluate_runs(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate bots and baselines on the same held-out pairs; the first bot is the one every
-    other system is compared with."""
+    other system is compared with. A `DecodedBot` decodes with its own settings, the others
+    with `decode`."""
     decode = decode or DecodeConfig()
+    for bot in bots:
+        if model_of(bot).direction != "forward":
+            raise ValueError(f"{bot.name} is a backward model (reply -> input), not a bot")
     timer = PhaseTimer()
     with timer("setup"):
         eval_set = build_eval_set(
@@ -546,10 +604,11 @@ def evaluate_runs(
         )
     return {
         "split": split,
-        "genres": bots[0].genres,
+        "genres": model_of(bots[0]).genres,
         "pairs": len(eval_set.pairs),
         **cluster_summary(eval_set),
         "decode": vars(decode),
+        "system_decoding": {b.name: vars(b.decode) for b in bots if isinstance(b, DecodedBot)},
         "reward": reward.weights,
         "dull_replies": sorted(eval_set.dull_set),
         "test": {

@@ -22,11 +22,11 @@ from rlchat.metrics import bleu2
 from rlchat.model import Seq2Seq
 from rlchat.scoring import frozen, mean_target_log_prob, sequence_log_likelihood
 from rlchat.text import DULL_REPLIES, canonical_reply, ngram_counts
-from rlchat.tokenizer import ChatTokenizer
+from rlchat.tokenizer import EOS_ID, ChatTokenizer
 
 Token = Hashable  # a token id or a word: BLEU and the repeat penalty only compare tokens
 
-REWARD_NAMES = ("bleu", "dull", "repeat", "coherence", "generic", "shared", "stock")
+REWARD_NAMES = ("bleu", "dull", "repeat", "coherence", "mutual", "generic", "shared", "stock")
 
 
 def _repetition(tokens: tuple[Token, ...], orders: Sequence[int], max_token_count: int) -> float:
@@ -207,6 +207,25 @@ def coherence(
     return sequence_log_likelihood(model, sources, replies, device).tolist()
 
 
+def mutual_information(
+    model: Seq2Seq,
+    backward: Seq2Seq,
+    sources: Sequence[Sequence[int]],
+    replies: Sequence[Sequence[int]],
+    device: torch.device | str,
+) -> list[float]:
+    """Li et al.'s semantic coherence (sec. 3.2): (1/|r|) log p(r|s) + (1/|s|) log p_b(s|r).
+
+    The forward term alone (``coherence``) is what cross-entropy already maximises, and it
+    is high for a reply that fits any input; the backward model's term is high only when the
+    input can be read back from the reply. Both per-token means, <eos> included; at most 0.
+    """
+    forward_fit = sequence_log_likelihood(model, sources, replies, device)
+    readable = [list(r) if len(r) else [EOS_ID] for r in replies]  # nothing to read: <eos>
+    points_back = sequence_log_likelihood(backward, readable, sources, device)
+    return (forward_fit + points_back.to(forward_fit.device)).tolist()
+
+
 def stock_penalty(replies: Sequence[str], stock: Collection[str]) -> list[float]:
     """-1 for a stock reply ("i don't know.", "what?"), else 0.
 
@@ -261,6 +280,7 @@ class RewardFunction:
         device: torch.device | str = "cpu",
         tokenizer: ChatTokenizer | None = None,
         stock: Collection[str] = (),
+        backward: Seq2Seq | None = None,
     ) -> None:
         unknown = sorted(set(weights) - set(REWARD_NAMES))
         if unknown:
@@ -270,12 +290,18 @@ class RewardFunction:
         needs_model = sorted({"dull", "coherence"} & set(weights))
         if needs_model and model is None:
             raise ValueError(f"rewards {needs_model} need a frozen model")
+        if "mutual" in weights and (model is None or backward is None):
+            raise ValueError(
+                "the mutual reward needs the frozen forward model and a backward model "
+                "(--backward RUN, trained with `rlchat train ce --direction backward`)"
+            )
         if "dull" in weights and not dull_replies:
             raise ValueError("the dull reward needs the dull replies as token ids")
         if "stock" in weights and (not stock or tokenizer is None):
             raise ValueError("the stock reward needs the stock replies and a tokenizer")
         self.weights = dict(weights)
         self.model = model
+        self.backward = backward
         self.dull_replies = [list(d) for d in dull_replies]
         self.device = torch.device(device)
         self.tokenizer = tokenizer
@@ -290,12 +316,15 @@ class RewardFunction:
         tokenizer: ChatTokenizer,
         device: torch.device | str = "cpu",
         stock: Collection[str] = (),
+        backward: Seq2Seq | None = None,
     ) -> RewardFunction:
-        """The reward a spec like "bleu=1,dull=0.5" names, judged by a frozen CE model;
-        ``stock`` (see `stock_replies`) is what the ``stock`` reward prices."""
+        """The reward a spec like "bleu=1,dull=0.5" names, judged by a frozen CE model (and
+        for ``mutual`` a frozen backward model on the same vocabulary); ``stock`` (see
+        `stock_replies`) is what the ``stock`` reward prices."""
         return cls(
             parse_reward_spec(spec),
             model=judge,
+            backward=backward,
             dull_replies=tokenizer.encode_batch(list(DULL_REPLIES)),
             device=device,
             tokenizer=tokenizer,
@@ -328,6 +357,10 @@ class RewardFunction:
                 scores[name] = stock_penalty(texts, self.stock)
             elif name == "dull":
                 scores[name] = dull_penalty(self.model, replies, self.dull_replies, self.device)
+            elif name == "mutual":
+                scores[name] = mutual_information(
+                    self.model, self.backward, sources, replies, self.device
+                )
             else:
                 scores[name] = coherence(self.model, sources, replies, self.device)
         return scores

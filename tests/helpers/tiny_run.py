@@ -9,11 +9,18 @@ from rlchat.corpus import Corpus
 from rlchat.train.cross_entropy import train_cross_entropy
 
 
-def train_tiny_run(out: Path, corpus: Corpus, genre: str = "comedy") -> Path:
+def train_tiny_run(
+    out: Path,
+    corpus: Corpus,
+    genre: str = "comedy",
+    direction: str = "forward",
+    init: Path | None = None,
+) -> Path:
     train_cross_entropy(
         out=out,
         corpus=corpus,
-        data_config=DataConfig(genres=[genre]),
+        data_config=DataConfig(genres=[genre], direction=direction),
+        init=init,
         tokenizer_config=TokenizerConfig(vocab_size=400, max_tokens=8),
         model_config=ModelConfig(embedding_dim=16, hidden_size=32),
         train_config=CrossEntropyConfig(max_steps=3, batch_size=16),

@@ -23,15 +23,16 @@ def make_strategy(
     num_samples: int = 1,
     generator: torch.Generator | None = None,
 ) -> DecodeStrategy:
-    """The strategy ``config.strategy`` names; ``num_samples`` and ``generator`` only sample."""
+    """The strategy ``config.strategy`` names. ``num_samples`` replies per input: K draws
+    when sampling, the N best when beam searching (N <= beam size); ``generator`` samples."""
     if config.strategy == "sample":
         return Sampling(config, num_samples=num_samples, generator=generator)
+    if config.strategy == "beam":
+        return BeamSearch(config, n_best=num_samples)
     if num_samples != 1:
-        raise ValueError("num_samples > 1 needs strategy 'sample'")
+        raise ValueError("num_samples > 1 needs strategy 'sample' or 'beam'")
     if config.strategy == "greedy":
         return GreedySearch(config)
-    if config.strategy == "beam":
-        return BeamSearch(config)
     raise ValueError(f"unknown decoding strategy {config.strategy!r}; use greedy, beam or sample")
 
 
@@ -47,8 +48,8 @@ def decode(
 ) -> DecodeResult:
     """Replies to a padded batch: src (B, S), src_lengths (B,) -> R rows.
 
-    R is B, except with ``num_samples`` K > 1 (sampling only): B * K rows, row i * K + k
-    being sample k of input i. A ready ``strategy`` overrides config and num_samples. Runs as
+    R is B, except with ``num_samples`` K > 1 (sampling or beam): B * K rows, row i * K + k
+    being sample k (beam: the k-th best reply) of input i. A ready ``strategy`` overrides config and num_samples. Runs as
     the caller set the model up: put it in eval mode, and under ``torch.inference_mode()``
     unless gradients are wanted.
     """

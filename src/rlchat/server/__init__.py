@@ -38,6 +38,8 @@ def serve(
     batch_wait_ms: float | None = None,
     max_batch: int | None = None,
     device: str = "auto",
+    backward: Path | None = None,
+    decoding: dict | None = None,
     log_level: str = "info",
 ) -> None:
     """Run the server until interrupted. ``batch_wait_ms=0`` switches micro-batching off.
@@ -62,8 +64,14 @@ def serve(
         "feedback_db": feedback_db,
         "batch_wait_ms": batch_wait_ms,
         "max_batch": max_batch,
+        "backward": Path(backward).resolve() if backward is not None else None,
+        "decoding": decoding,
     }
     settings = ServerSettings(**{k: v for k, v in values.items() if v is not None})
+    try:
+        settings.default_decoding  # noqa: B018 - a bad default fails here, not in a worker
+    except ValueError as error:
+        raise RunError(str(error)) from None
     if workers > 1 and settings.history_db is None:
         settings = settings.model_copy(
             update={"history_db": settings.feedback_path.with_name("history.sqlite3")}

@@ -50,11 +50,14 @@ class ServedModel:
 class ModelRegistry:
     """Models in command-line order; the first is the default."""
 
-    def __init__(self, models: Sequence[ServedModel]) -> None:
+    def __init__(
+        self, models: Sequence[ServedModel], decoding: DecodeConfig | None = None
+    ) -> None:
         if not models:
             raise ValueError("the server needs at least one run directory")
         self.models = {m.name: m for m in models}
         self.default = models[0]
+        self.decoding = decoding or DecodeConfig()  # what requests leave out comes from here
 
     @property
     def genres(self) -> list[str]:
@@ -105,9 +108,16 @@ class ModelRegistry:
 
 def load_models(settings: ServerSettings, metrics: Metrics) -> ModelRegistry:
     """Load every run once; names are the directory names, made unique with the parent's."""
+    decoding = settings.default_decoding  # a bad default fails before any model is loaded
     models = []
+    backward = None
+    if settings.backward is not None:
+        backward = Chatbot.load(settings.backward, device=settings.device)
+        logger.info("loaded backward model %s for MMI reranking", backward.name)
     for run in settings.runs:
         bot = Chatbot.load(run, device=settings.device)
+        if backward is not None:
+            bot.attach_backward(backward)
         name = bot.name if all(m.name != bot.name for m in models) else _qualified(run)
         bot.name = name
         batcher = MicroBatcher(
@@ -126,7 +136,7 @@ def load_models(settings: ServerSettings, metrics: Metrics) -> ModelRegistry:
             ", ".join(bot.genres) or "all",
             bot.device,
         )
-    return ModelRegistry(models)
+    return ModelRegistry(models, decoding)
 
 
 def _qualified(run: Path) -> str:

@@ -12,8 +12,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, PlainTextResponse
 
 from rlchat.config import DecodeConfig
+from rlchat.rerank import check_rerank
 from rlchat.server.deps import ConversationsDep, FeedbackDep, MetricsDep, ModelsDep, NotReady
 from rlchat.server.errors import ERROR_RESPONSES, ApiError
+from rlchat.server.registry import ServedModel
 from rlchat.server.schemas import (
     ChatRequest,
     ChatResponse,
@@ -39,6 +41,22 @@ operations = APIRouter(tags=["operations"])
 page = APIRouter(include_in_schema=False)
 
 
+def checked_decoding(config: DecodeConfig, served: ServedModel) -> DecodeConfig:
+    """A 422 naming the field for settings the model cannot decode with, before any work."""
+    try:
+        check_rerank(config)
+    except ValueError as error:
+        raise ApiError(422, "invalid_request", str(error), field="decoding.strategy") from None
+    if config.rerank == "mmi" and served.bot.backward is None:
+        raise ApiError(
+            422,
+            "invalid_request",
+            "rerank mmi needs a backward model; this server was started without --backward",
+            field="decoding.rerank",
+        )
+    return config
+
+
 @api.post("/chat")
 async def chat(
     body: ChatRequest, models: ModelsDep, conversations: ConversationsDep
@@ -51,7 +69,8 @@ async def chat(
     if served.context_turns:
         recent = await run_in_threadpool(conversations.recent, conversation_id)
         history = [text for turn in recent for text in (turn.message, turn.reply)]
-    reply = await served.reply(body.message, history, body.decoding.to_config())
+    config = checked_decoding(body.decoding.to_config(models.decoding), served)
+    reply = await served.reply(body.message, history, config)
     turn = await run_in_threadpool(
         lambda: conversations.append(
             conversation_id,
@@ -113,7 +132,7 @@ async def legacy_chat(body: LegacyChatRequest, models: ModelsDep) -> LegacyChatR
     The genre picks the model trained on it, else the default model; no conversation is kept.
     """
     served = (body.genre and models.for_genre(body.genre)) or models.default
-    reply = await served.reply(body.text, [], DecodeConfig())
+    reply = await served.reply(body.text, [], models.decoding)
     return LegacyChatResponse(reply=reply, time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 

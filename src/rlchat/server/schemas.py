@@ -53,7 +53,8 @@ class Request(BaseModel):
 
 
 class Decoding(Request):
-    """The decoding settings a client may choose; the rest keep the server's defaults."""
+    """The decoding settings a client may choose; those it leaves out keep the server's
+    defaults (`rlchat serve --strategy ... --rerank ...`), not the values shown here."""
 
     strategy: Literal["greedy", "beam", "sample"] = DEFAULTS.strategy
     beam_size: Integer = Field(default=DEFAULTS.beam_size, ge=1, le=10)
@@ -62,9 +63,17 @@ class Decoding(Request):
     # A nucleus under 1% is the best token alone; smaller values underflow float32 in filtering.
     top_p: float = Field(default=DEFAULTS.top_p, ge=0.01, le=1, allow_inf_nan=False)
     max_tokens: Integer = Field(default=DEFAULTS.max_tokens, ge=1, le=64)
+    rerank: Literal["none", "mmi"] = Field(
+        default=DEFAULTS.rerank, description="mmi: the best of several candidates (see docs)"
+    )
+    candidates: Integer = Field(default=DEFAULTS.candidates, ge=1, le=32)
+    mmi_weight: float = Field(default=DEFAULTS.mmi_weight, ge=0, le=10, allow_inf_nan=False)
+    mmi_length: float = Field(default=DEFAULTS.mmi_length, ge=-5, le=5, allow_inf_nan=False)
+    mmi_form: Literal["mean", "sum"] = DEFAULTS.mmi_form
 
-    def to_config(self) -> DecodeConfig:
-        return replace(DEFAULTS, **self.model_dump())
+    def to_config(self, defaults: DecodeConfig = DEFAULTS) -> DecodeConfig:
+        """The server's defaults with what the request set (fields left out keep them)."""
+        return replace(defaults, **self.model_dump(exclude_unset=True))
 
 
 class ChatRequest(Request):

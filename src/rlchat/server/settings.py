@@ -6,11 +6,16 @@ uvicorn's worker processes, which import the app afresh, receive the settings of
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rlchat.config import DecodeConfig
+from rlchat.rerank import check_rerank
 
 ENV_PREFIX = "RLCHAT_SERVE_"
 
@@ -30,6 +35,13 @@ class ServerSettings(BaseSettings):
         default_factory=list, description="run directories; the first is the default model"
     )
     device: str = Field(default="auto", description="auto (CUDA when present), cpu or cuda")
+    backward: Path | None = Field(
+        default=None, description="backward run for MMI reranking, loaded once for all models"
+    )
+    # Fields of DecodeConfig; what a request leaves out of its `decoding` comes from here.
+    decoding: dict[str, Any] = Field(
+        default_factory=dict, description="default decoding settings, e.g. {'rerank': 'mmi'}"
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description="origins allowed to call the API from a browser"
     )
@@ -64,3 +76,16 @@ class ServerSettings(BaseSettings):
     def batch_limit(self) -> int:
         """Requests per decode: a zero wait switches micro-batching off (one per decode)."""
         return self.max_batch if self.batch_wait_ms > 0 else 1
+
+    @property
+    def default_decoding(self) -> DecodeConfig:
+        """The decoding every request starts from; a bad setting fails the server's start."""
+        known = {f.name for f in fields(DecodeConfig)}
+        unknown = sorted(set(self.decoding) - known)
+        if unknown:
+            raise ValueError(f"unknown decoding settings {unknown}; known: {sorted(known)}")
+        config = replace(DecodeConfig(), **self.decoding)
+        check_rerank(config)
+        if config.rerank == "mmi" and self.backward is None:
+            raise ValueError("decoding with rerank mmi needs a backward run (--backward RUN)")
+        return config

@@ -252,6 +252,23 @@ def load_policy(init: Path, device: torch.device) -> tuple[Seq2Seq, dict[str, An
     return model.to(device), bundle.config, bundle.tokenizer_json
 
 
+def load_backward(path: str, tokenizer_json: str, device: torch.device) -> Seq2Seq | None:
+    """The frozen backward model the ``mutual`` reward asks, on the policy's vocabulary."""
+    if not path:
+        return None
+    bundle = load_bundle(RunDir(Path(path)).model_path())
+    if bundle.config.get("data", {}).get("direction") != "backward":
+        raise RunError(f"--backward {path} is not a backward run (train ce --direction backward)")
+    if bundle.tokenizer_json != tokenizer_json:
+        raise RunError(
+            f"--backward {path} has another vocabulary than the policy; fine-tune it from the "
+            "same pretrained run (train ce --init RUN --direction backward)"
+        )
+    model = Seq2Seq(from_dict(ModelConfig, bundle.config["model"]))
+    load_weights(model, bundle.weights)
+    return model.to(device).eval().requires_grad_(False)
+
+
 def train_rl(
     *,
     init: Path | None,
@@ -307,6 +324,7 @@ def train_rl(
         tokenizer=tokenizer,
         device=torch_device,
         stock=stock_replies(e.pair.reply for e in dataset.splits["train"].examples),
+        backward=load_backward(rl_config.backward, tokenizer_json, torch_device),
     )
     seed_everything(rl_config.seed)
     trainer = SCSTTrainer(

@@ -1,0 +1,154 @@
+"""Which MMI reranking settings (form, weight, length bonus, candidates, their source) to make
+the defaults: measured on the VALIDATION split, never on test.
+
+    python experiments/mmi_sweep.py --run runs/quickstart/rl --backward runs/quickstart/backward \
+        --corpus ../shared/data/cornell-excerpt --json docs/figures/mmi_sweep.json
+
+Candidates are decoded once per source (nucleus samples, beam search's N best) and scored
+once by both models; each setting then only recombines the scores, so the grid is cheap.
+The chosen setting is the one with the best BLEU-2 among those that meet the diversity goals
+(top1 <= 2%, unique >= 0.6, distinct-2 >= 0.15); greedy decoding and the retrieval baseline
+are measured on the same pairs beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from rlchat.baselines import RetrievalBot
+from rlchat.chatbot import Chatbot, as_corpus_line
+from rlchat.checkpoint import atomic_write_text
+from rlchat.config import DecodeConfig
+from rlchat.corpus import load_corpus
+from rlchat.dataset import prepare_dataset
+from rlchat.decoding import generate
+from rlchat.evaluation import build_eval_set, figures_of, text_result
+from rlchat.scoring import target_log_likelihood
+
+SOURCES = {
+    "sample p0.9 T0.8": DecodeConfig(strategy="sample", top_p=0.9, temperature=0.8),
+    "sample p1.0 T1.0": DecodeConfig(strategy="sample"),
+    "beam": DecodeConfig(strategy="beam", beam_size=10, length_penalty=0.0),
+}
+WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0)
+LENGTHS = (0.0, 0.25, 0.5, 1.0)
+CANDIDATES = (5, 10)
+SHOWN = ("bleu2", "sacrebleu", "top1", "unique", "entropy", "distinct2", "length", "dull_rate")
+GOALS = {"top1": (0.02, "max"), "unique": (0.6, "min"), "distinct2": (0.15, "min")}
+
+
+def meets_goals(figures: dict[str, float]) -> bool:
+    return all(
+        figures[name] <= bound if kind == "max" else figures[name] >= bound
+        for name, (bound, kind) in GOALS.items()
+    )
+
+
+def score_candidates(bot: Chatbot, sources, messages, candidates, n):
+    """Forward and backward summed log-probs and token counts of every candidate row."""
+    back = bot.backward
+    rows_sources = [s for s in sources for _ in range(n)]
+    fwd_sum, fwd_n = target_log_likelihood(bot.model, rows_sources, candidates, bot.device)
+    written = [
+        ids[-back.tokenizer_config.max_tokens :]
+        for ids in back.tokenizer.encode_batch([as_corpus_line(m) for m in messages])
+        for _ in range(n)
+    ]
+    readable = [c[: back.tokenizer_config.max_tokens] or [2] for c in candidates]
+    bwd_sum, bwd_n = target_log_likelihood(back.model, readable, written, back.device)
+    lengths = torch.as_tensor([len(c) for c in candidates], dtype=torch.float32)
+    return fwd_sum.cpu(), fwd_n.cpu(), bwd_sum.cpu(), bwd_n.cpu(), lengths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--backward", type=Path, required=True)
+    parser.add_argument("--corpus", default="../shared/data/cornell-excerpt")
+    parser.add_argument("--pairs", type=int, default=1000, help="validation pairs (seeded)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    bot = Chatbot.load(args.run, device="cpu", backward=args.backward)
+    corpus = load_corpus(Path(args.corpus))
+    dataset = prepare_dataset(corpus, bot.data_config, bot.tokenizer_config, tokenizer=bot.tokenizer)
+    splits = {name: [e.pair for e in d.examples] for name, d in dataset.splits.items()}
+    eval_set = build_eval_set(
+        splits["valid"],
+        train_pairs=splits["train"],
+        valid_pairs=splits["valid"],
+        max_pairs=args.pairs,
+        seed=args.seed,
+    )
+    messages = [p.source for p in eval_set.pairs]
+    sources = [bot.encode_input(p.source, p.history) for p in eval_set.pairs]
+
+    def figures(name: str, replies: list[str]) -> dict[str, float]:
+        result = figures_of(text_result(bot, replies, eval_set), eval_set, "all")
+        return {k: round(result[k], 4) for k in SHOWN}
+
+    rows = [{"system": "greedy", **figures("greedy", bot.reply_batch(messages))}]
+    retrieval = RetrievalBot(splits["train"])
+    rows.append({"system": "retrieval", **figures("retrieval", retrieval.reply_batch(messages))})
+    n_max = max(CANDIDATES)
+    for source_name, config in SOURCES.items():
+        generator = torch.Generator().manual_seed(args.seed)
+        candidates = generate(bot.model, sources, config, generator=generator, num_samples=n_max)
+        fwd_sum, fwd_n, bwd_sum, bwd_n, lengths = score_candidates(
+            bot, sources, messages, candidates, n_max
+        )
+        texts = bot.tokenizer.decode_batch(candidates)
+        for n, form, weight, length in itertools.product(CANDIDATES, ("mean", "sum"), WEIGHTS, LENGTHS):
+            if form == "mean":
+                score = fwd_sum / fwd_n + weight * bwd_sum / bwd_n + length * lengths
+            else:
+                score = fwd_sum + weight * bwd_sum + length * lengths
+            score = score.masked_fill(lengths == 0, float("-inf")).view(-1, n_max)[:, :n]
+            best = score.argmax(dim=1) + torch.arange(score.size(0)) * n_max
+            replies = [" ".join(texts[i].split()) for i in best.tolist()]
+            rows.append(
+                {
+                    "system": "mmi",
+                    "source": source_name,
+                    "candidates": n,
+                    "form": form,
+                    "weight": weight,
+                    "length": length,
+                    **figures("mmi", replies),
+                }
+            )
+    mmi = [r for r in rows if r["system"] == "mmi"]
+    passing = [r for r in mmi if meets_goals(r)]
+    chosen = max(passing or mmi, key=lambda r: r["bleu2"])
+    report = {
+        "machine": f"{platform.machine()}, {platform.processor() or platform.platform()}",
+        "run": str(args.run),
+        "backward": str(args.backward),
+        "split": "valid",
+        "pairs": len(eval_set.pairs),
+        "goals": GOALS,
+        "settings_meeting_goals": len(passing),
+        "chosen": chosen,
+        "seconds": round(time.perf_counter() - started, 1),
+        "rows": rows,
+    }
+    header = ["source", "candidates", "form", "weight", "length", *SHOWN]
+    print(" | ".join(header))
+    for row in sorted(rows, key=lambda r: -r["bleu2"])[:40] + rows[:2]:
+        print(" | ".join(str(row.get(k, row["system"] if k == "source" else "")) for k in header))
+    print("chosen:", json.dumps(chosen))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
