@@ -12,8 +12,9 @@ default). The systems are bots without a model, so that thousands of them can be
   and the rest at random. The true difference of each figure at this sample size is the mean
   over many draws; the benchmark reports how often the 95% interval covers it.
 
-Each replication draws two bots from a pool and half the test conversations at random (the
-test split is itself a random set of conversations). The test swaps whole clusters (same
+Each replication takes fresh bots (two for A/A, one stock bot for the known difference) and
+half the test conversations at random (the test split is itself a random set of
+conversations), so replications are independent. The test swaps whole clusters (same
 conversation or same input, joined); the interval is two-way clustered (conversation and
 input). "pairs" is the same test and interval with every pair taken as independent.
 
@@ -89,20 +90,26 @@ def run(args: argparse.Namespace) -> dict:
         splits["test"], train_pairs=splits["train"], valid_pairs=splits["valid"]
     )
     started = time.perf_counter()
-    plain = [score(RandomReplyBot(splits["train"], seed=s), eval_set) for s in range(args.pool)]
+    # Fresh bots for every replication (two for A/A, one stock bot for the known difference):
+    # bots drawn again from a small pool would make the replications correlated, and the
+    # rates noisier than their binomial error says.
+    n = args.replications
+    plain = [score(RandomReplyBot(splits["train"], seed=s), eval_set) for s in range(2 * n)]
     stocky = [
-        score(StockBot(splits["train"], seed=1000 + s, share=args.stock_share), eval_set)
-        for s in range(args.pool)
+        score(StockBot(splits["train"], seed=10_000 + s, share=args.stock_share), eval_set)
+        for s in range(n)
     ]
     attach_counts([*plain, *stocky])  # one vocabulary for the pools; draws slice rows
     scoring_s = time.perf_counter() - started
     rng = np.random.default_rng(args.seed)
 
     def draw(pool_b):
-        i = int(rng.integers(args.pool))
-        j = int(rng.integers(args.pool - 1))
-        j = j + (j >= i) if pool_b is plain else j
-        return plain[i], pool_b[j], half_of_the_conversations(eval_set, rng)
+        """A random plain bot, a bot of pool_b, and half the conversations (for the truth)."""
+        return (
+            plain[int(rng.integers(len(plain)))],
+            pool_b[int(rng.integers(len(pool_b)))],
+            half_of_the_conversations(eval_set, rng),
+        )
 
     # The truth for the known difference: the mean difference over many draws of the same size.
     truth = {f.name: [] for f in CHECKED}
@@ -116,9 +123,11 @@ def run(args: argparse.Namespace) -> dict:
     rejections = {f.name: {"clusters": 0, "pairs": 0} for f in CHECKED}
     excluded = {f.name: {"clusters": 0, "pairs": 0} for f in CHECKED}  # interval misses 0
     covered = {f.name: 0 for f in CHECKED}
-    for replication in range(args.replications):
-        a, b, rows = draw(plain)
-        a2, b2, rows2 = draw(stocky)
+    for replication in range(n):
+        a, b = plain[2 * replication], plain[2 * replication + 1]
+        a2, b2 = plain[2 * replication], stocky[replication]
+        rows = half_of_the_conversations(eval_set, rng)
+        rows2 = half_of_the_conversations(eval_set, rng)
         for figure in CHECKED:
             (stats_a, stats_b), value = statistics(figure, [a, b], rows)
             single = np.arange(len(rows))  # the same test with every pair its own cluster
@@ -149,7 +158,6 @@ def run(args: argparse.Namespace) -> dict:
                 seed=replication,
             )
             covered[figure.name] += result.low <= true_difference[figure.name] <= result.high
-    n = args.replications
     return {
         "machine": f"{platform.machine()}, {platform.processor() or platform.platform()}",
         "genre": args.genre,
@@ -179,7 +187,6 @@ def main() -> None:
     parser.add_argument("--genre", default="comedy")
     parser.add_argument("--replications", type=int, default=400)
     parser.add_argument("--resamples", type=int, default=500, help="random swaps per test")
-    parser.add_argument("--pool", type=int, default=200, help="bots of each kind to draw from")
     parser.add_argument("--truth-draws", type=int, default=1000)
     parser.add_argument("--stock-share", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)

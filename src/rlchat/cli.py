@@ -540,7 +540,10 @@ def start_server(
 @app.command("quickstart")
 def quickstart(
     genre: GenreOption = None,
-    minutes: Annotated[float, typer.Option(min=1, help="Training budget in minutes.")] = 20,
+    minutes: Annotated[
+        float,
+        typer.Option(min=1, help="Wall time for everything before the server answers."),
+    ] = 20,
     out: Annotated[Path, typer.Option(help="Where the runs, evaluation and report go.")] = Path(
         "runs/quickstart"
     ),
@@ -552,9 +555,11 @@ def quickstart(
     ] = True,
     port: Annotated[int, typer.Option(help="Port of the server.")] = 8000,
 ) -> None:
-    """Corpus, CE training, RL, evaluation, report, then the server; re-run to resume."""
+    """Corpus, CE on all genres, a fine-tune on the genre, the backward model, RL,
+    evaluation and report within --minutes, then the server (RL with MMI reranking);
+    re-run to resume."""
     from rlchat.download import CorpusNotFoundError, resolve_corpus_dir
-    from rlchat.quickstart import QuickstartPlan, run_quickstart
+    from rlchat.quickstart import SERVED, QuickstartPlan, run_quickstart, served_decoding
     from rlchat.report import EVERYDAY_PROMPTS
 
     if corpus is None:
@@ -570,19 +575,34 @@ def quickstart(
     except KeyboardInterrupt:
         fail(f"interrupted; run the same command again to resume from {out}")
     print_evaluation(evaluation)
-    bots = [load_bot(plan.ce_dir, device), load_bot(plan.rl_dir, device)]
-    answers = [bot.reply_batch(list(EVERYDAY_PROMPTS)) for bot in bots]
+    served = load_bot(plan.rl_dir, device, plan.backward_dir)
+    columns = [
+        ("ce", load_bot(plan.ce_dir, device), DecodeConfig()),
+        ("rl", served, DecodeConfig()),
+        (f"{SERVED} (served)", served, served_decoding()),
+    ]
     table = Table(title="Everyday prompts")
     table.add_column("you")
-    for bot in bots:
-        table.add_column(f"{bot.name} ({bot.stage})")
+    answers = []
+    for label, bot, decode in columns:
+        table.add_column(label)
+        answers.append(bot.reply_batch(list(EVERYDAY_PROMPTS), config=decode))
     for prompt, *replies in zip(EVERYDAY_PROMPTS, *answers, strict=True):
         table.add_row(Text(prompt), *(Text(r) for r in replies))
     console.print(table)
     console.print(f"Report: [bold]{plan.report_dir / 'report.md'}[/]")
-    console.print(f"Chat in the terminal: [bold]rlchat chat {plan.rl_dir}[/]")
+    console.print(
+        f"Chat in the terminal: [bold]rlchat chat {plan.rl_dir} --backward {plan.backward_dir} "
+        "--strategy sample --top-p 0.9 --temperature 0.8 --rerank mmi[/]"
+    )
     if serve_after:
-        start_server([plan.rl_dir, plan.ce_dir], port=port, device=device)
+        start_server(
+            [plan.rl_dir, plan.ce_dir],
+            port=port,
+            device=device,
+            backward=plan.backward_dir,
+            decode=served_decoding(),
+        )
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:

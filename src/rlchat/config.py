@@ -132,6 +132,12 @@ class DecodeConfig:
     )
 
 
+# The decoding the quickstart serves: MMI reranking of nucleus samples. Chosen on the
+# validation split (experiments/mmi_sweep.py, docs/experiments.md); the mmi_* defaults above
+# are the same choice.
+MMI_DECODING: dict[str, Any] = {"strategy": "sample", "top_p": 0.9, "temperature": 0.8, "rerank": "mmi"}
+
+
 @dataclass
 class LoopConfig:
     """What every training stage shares: batches, optimiser, budget, validation, checkpoints."""

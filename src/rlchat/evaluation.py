@@ -472,18 +472,17 @@ def figures_of(system: SystemResult, eval_set: EvalSet, group: str) -> dict[str,
 
 
 def comparisons(
-    baseline: SystemResult,
-    others: Sequence[SystemResult],
+    pairs: Sequence[tuple[SystemResult, SystemResult]],
     eval_set: EvalSet,
     *,
     resamples: int,
     seed: int,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """Each other system minus the baseline on every figure both have, in every group."""
+    """B minus A of each (A, B) on every figure both have, in every group."""
     jobs = [
-        (other, figure, group)
-        for other in others
+        (baseline, other, figure, group)
+        for baseline, other in pairs
         for group in GROUPS
         for figure in FIGURES
         if baseline.has(figure)
@@ -492,7 +491,9 @@ def comparisons(
         and len(group_rows(eval_set, group))
     ]
     rows_out = []
-    for other, figure, group in tqdm(jobs, desc="comparisons", unit="figure", disable=not progress):
+    for baseline, other, figure, group in tqdm(
+        jobs, desc="comparisons", unit="figure", disable=not progress
+    ):
         rows = group_rows(eval_set, group)
         (stats_a, stats_b), value = statistics(figure, [baseline, other], rows)
         if figure.unit == "selfplay":
@@ -567,11 +568,12 @@ def evaluate_runs(
     max_pairs: int = 0,
     resamples: int = 1000,
     seed: int = 0,
+    also_compare: Sequence[tuple[str, str]] = (),
     progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate bots and baselines on the same held-out pairs; the first bot is the one every
-    other system is compared with. A `DecodedBot` decodes with its own settings, the others
-    with `decode`."""
+    other system is compared with, and ``also_compare`` names more (A, B) pairs of systems.
+    A `DecodedBot` decodes with its own settings, the others with `decode`."""
     decode = decode or DecodeConfig()
     for bot in bots:
         if model_of(bot).direction != "forward":
@@ -590,6 +592,10 @@ def evaluate_runs(
         reward, reward_tokenizer = reward_for(bots, reward_spec, eval_set.stock_set)
         systems: list[Responder] = [*bots]
         systems += [make_baseline(name, splits["train"], seed=seed) for name in baselines]
+        names = [s.name for s in systems]
+        unknown = sorted({n for pair in also_compare for n in pair} - set(names))
+        if unknown:
+            raise ValueError(f"cannot compare unknown systems {unknown}; systems: {names}")
     results = []
     for system in systems:
         logger.info("evaluating %s on %d %s pairs", system.name, len(eval_set.pairs), split)
@@ -599,8 +605,11 @@ def evaluate_runs(
     reference = reference_result(eval_set)
     with timer("comparisons"):
         attach_counts([*results, reference])
+        by_name = {r.name: r for r in results}
+        pairs = [(results[0], other) for other in results[1:]]
+        pairs += [(by_name[a], by_name[b]) for a, b in also_compare]
         compared = comparisons(
-            results[0], results[1:], eval_set, resamples=resamples, seed=seed, progress=progress
+            pairs, eval_set, resamples=resamples, seed=seed, progress=progress
         )
     return {
         "split": split,

@@ -1,7 +1,16 @@
-"""From nothing to a chatting bot in one command: corpus, CE, RL, evaluation, report.
+"""From nothing to a chatting bot in one command, within ``--minutes`` of wall time:
 
-Each stage leaves a verified marker when complete; a re-run skips complete stages and
-resumes an interrupted one from its last checkpoint.
+1. cross-entropy on every genre (the language: 172k pairs of the excerpt, not one genre's 30k),
+2. a short cross-entropy fine-tune on the chosen genre (``train ce --init``),
+3. the backward model p(input | reply), fine-tuned from 1 on the genre's swapped pairs,
+4. SCST from 2,
+5. evaluation on the genre's test split: CE, RL, and the served bot (RL with MMI reranking
+   by the backward model) beside the baselines, then the report.
+
+The budget is a deadline. Each training stage gets its share of the time left before it,
+less what evaluation will take at the speed measured so far, so a stage that ends early or
+runs over hands the difference on. Each stage leaves a verified marker with its minutes; a
+re-run skips complete stages, resumes an interrupted one, and counts the minutes spent.
 """
 
 from __future__ import annotations
@@ -10,14 +19,16 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from rlchat.checkpoint import CheckpointError, atomic_write_text, verify_bundle
 from rlchat.config import (
+    MMI_DECODING,
     CrossEntropyConfig,
     DataConfig,
+    DecodeConfig,
     ModelConfig,
     RLConfig,
     TokenizerConfig,
@@ -28,9 +39,15 @@ from rlchat.runs import RunDir, RunError
 logger = logging.getLogger(__name__)
 
 DONE_FILE = "done.json"
-# Shares of the training budget: CE learns the language, RL then sharpens it. RL also gets
-# whatever CE leaves unused when early stopping ends it sooner.
-CE_SHARE, RL_SHARE = 0.6, 0.3
+# Shares of the training time. Pretraining learns the language from every genre; the genre
+# fine-tune and the backward model need little; RL sharpens what the fine-tune says.
+SHARES = {"pretrain": 0.45, "finetune": 0.12, "backward": 0.13, "rl": 0.30}
+# Evaluation costs about as much as training on this many pairs per test pair (measured in
+# docs/experiments.md: CE, RL, RL + MMI over 10 candidates, both baselines, the tests); the
+# reserve is computed from the training speed of this machine, never a fixed time.
+EVAL_COST_PAIRS = 12.0
+EVAL_RESERVE_FLOOR = 0.05  # share of the budget kept for evaluation before speed is known
+STAGE_SETUP_MINUTES = 0.25  # a stage's data preparation, before its trainer's clock starts
 
 
 @dataclass
@@ -42,8 +59,16 @@ class QuickstartPlan:
     progress: bool = True
 
     @property
+    def pretrain_dir(self) -> Path:
+        return self.out / "pretrain"
+
+    @property
     def ce_dir(self) -> Path:
         return self.out / "ce"
+
+    @property
+    def backward_dir(self) -> Path:
+        return self.out / "backward"
 
     @property
     def rl_dir(self) -> Path:
@@ -56,6 +81,46 @@ class QuickstartPlan:
     @property
     def report_dir(self) -> Path:
         return self.out / "report"
+
+    @property
+    def stage_dirs(self) -> dict[str, Path]:
+        return {
+            "pretrain": self.pretrain_dir,
+            "finetune": self.ce_dir,
+            "backward": self.backward_dir,
+            "rl": self.rl_dir,
+        }
+
+
+def served_decoding() -> DecodeConfig:
+    """How the quickstart's bot answers: MMI reranking of sampled candidates (defaults
+    chosen on the validation split, `experiments/mmi_sweep.py`)."""
+    return replace(DecodeConfig(), **MMI_DECODING)
+
+
+# --------------------------------------------------------------------------- budget
+
+
+def stage_budget(stage: str, left_minutes: float, reserve_minutes: float, done: set[str]) -> float:
+    """Minutes for `stage`: its share of the training time left (the time left before the
+    deadline less the evaluation reserve), among the stages not yet done."""
+    pending = [s for s in SHARES if s not in done]
+    if stage not in pending:
+        raise ValueError(f"stage {stage!r} is done or unknown")
+    share = SHARES[stage] / sum(SHARES[s] for s in pending)
+    return max(0.0, left_minutes - reserve_minutes) * share
+
+
+def eval_reserve_minutes(minutes: float, pairs_per_s: float | None, test_pairs: int) -> float:
+    """Minutes to keep for evaluation and the report: from the measured training speed when
+    known, else a share of the budget."""
+    floor = EVAL_RESERVE_FLOOR * minutes
+    if not pairs_per_s or pairs_per_s <= 0:
+        return max(floor, 0.1 * minutes)
+    return max(floor, EVAL_COST_PAIRS * test_pairs / pairs_per_s / 60)
+
+
+# --------------------------------------------------------------------------- stages
 
 
 def run_is_complete(path: Path) -> bool:
@@ -70,13 +135,21 @@ def run_is_complete(path: Path) -> bool:
     return True
 
 
+def read_done(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / DONE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 def mark_done(path: Path, summary: dict[str, Any]) -> None:
     atomic_write_text(path / DONE_FILE, json.dumps(summary, indent=2, default=str))
 
 
-# Systems in the quickstart's evaluation: CE, RL, the baselines and the held-out replies.
+# Systems in the quickstart's evaluation: CE, RL, RL with MMI, the baselines, the references.
 EVAL_BASELINES = ("random", "retrieval")
-EVAL_SYSTEMS = 2 + len(EVAL_BASELINES) + 1
+SERVED = "rl+mmi"
+EVAL_SYSTEMS = 3 + len(EVAL_BASELINES) + 1
 
 
 def json_is_complete(path: Path, runs: int) -> bool:
@@ -86,8 +159,88 @@ def json_is_complete(path: Path, runs: int) -> bool:
         return False
 
 
-def run_stage(name: str, index: int, total: int, minutes: float | None, work: Callable) -> Any:
-    budget = f" (about {minutes:.0f} min)" if minutes else ""
+def train_stage(plan: QuickstartPlan, stage: str, corpus: Corpus, minutes: float) -> dict:
+    """Train one stage within `minutes` (resuming it if interrupted); its done marker."""
+    from rlchat.train.cross_entropy import train_cross_entropy
+    from rlchat.train.scst import train_rl
+
+    path = plan.stage_dirs[stage]
+    started = time.monotonic()
+    resume = RunDir(path).exists()
+    # The trainer's clock starts after the data is ready: keep that time out of its budget.
+    fit_minutes = max(0.1, minutes - STAGE_SETUP_MINUTES)
+    common = {"out": path, "corpus": corpus, "resume": resume, "device": plan.device}
+    if stage == "rl":
+        summary = train_rl(
+            init=plan.ce_dir,
+            rl_config=RLConfig(epochs=100, max_minutes=fit_minutes),
+            progress=plan.progress,
+            **common,
+        )
+    else:
+        data = {
+            "pretrain": DataConfig(genres=[]),
+            "finetune": DataConfig(genres=plan.genres),
+            "backward": DataConfig(genres=plan.genres, direction="backward"),
+        }[stage]
+        init = None if stage == "pretrain" else plan.pretrain_dir
+        summary = train_cross_entropy(
+            data_config=data,
+            tokenizer_config=TokenizerConfig(),
+            model_config=ModelConfig(),
+            # The time budget, not the epoch count, ends this stage.
+            train_config=CrossEntropyConfig(epochs=100, max_minutes=fit_minutes),
+            init=init,
+            progress=plan.progress,
+            **common,
+        )
+    summary["minutes"] = (time.monotonic() - started) / 60
+    summary["budget_minutes"] = minutes
+    mark_done(path, summary)
+    return summary
+
+
+def evaluate_stage(plan: QuickstartPlan, corpus: Corpus) -> dict[str, Any]:
+    from rlchat.chatbot import Chatbot
+    from rlchat.dataset import prepare_dataset
+    from rlchat.evaluation import DecodedBot, evaluate_runs
+
+    if json_is_complete(plan.eval_path, runs=EVAL_SYSTEMS):
+        logger.info("evaluation %s is complete; skipping", plan.eval_path)
+        return json.loads(plan.eval_path.read_text(encoding="utf-8"))
+    ce = Chatbot.load(plan.ce_dir, device=plan.device)
+    rl = Chatbot.load(plan.rl_dir, device=plan.device, backward=plan.backward_dir)
+    dataset = prepare_dataset(corpus, ce.data_config, ce.tokenizer_config, tokenizer=ce.tokenizer)
+    splits = {name: [e.pair for e in data.examples] for name, data in dataset.splits.items()}
+    result = evaluate_runs(
+        [ce, rl, DecodedBot(rl, served_decoding(), SERVED)],
+        splits,
+        split="test",
+        baselines=EVAL_BASELINES,
+        # The served bot against the baselines too: does it beat a bot without a model?
+        also_compare=[(baseline, SERVED) for baseline in EVAL_BASELINES],
+        progress=plan.progress,
+    )
+    atomic_write_text(plan.eval_path, json.dumps(result, indent=2))
+    return result
+
+
+def report_stage(plan: QuickstartPlan, evaluation: dict[str, Any]) -> Path:
+    from rlchat.chatbot import Chatbot
+    from rlchat.report import EVERYDAY_PROMPTS, write_report
+
+    served = Chatbot.load(plan.rl_dir, device=plan.device, backward=plan.backward_dir)
+    replies = served.reply_batch(list(EVERYDAY_PROMPTS), config=served_decoding())
+    return write_report(
+        [plan.ce_dir, plan.rl_dir],
+        plan.report_dir,
+        evaluation=evaluation,
+        extra_samples=[(f"{SERVED} (served)", replies)],
+    )
+
+
+def log_stage(name: str, index: int, total: int, minutes: float | None, work: Callable) -> Any:
+    budget = f" (budget {minutes:.1f} min)" if minutes is not None else ""
     logger.info("stage %d/%d: %s%s", index, total, name, budget)
     started = time.monotonic()
     result = work()
@@ -97,104 +250,44 @@ def run_stage(name: str, index: int, total: int, minutes: float | None, work: Ca
     return result
 
 
-def train_ce_stage(plan: QuickstartPlan, corpus: Corpus) -> None:
-    from rlchat.train.cross_entropy import train_cross_entropy
-
-    if run_is_complete(plan.ce_dir):
-        logger.info("cross-entropy run %s is complete; skipping", plan.ce_dir)
-        return
-    start = time.monotonic()
-    summary = train_cross_entropy(
-        out=plan.ce_dir,
-        corpus=corpus,
-        data_config=DataConfig(genres=plan.genres),
-        tokenizer_config=TokenizerConfig(),
-        model_config=ModelConfig(),
-        # The time budget, not the epoch count, ends this stage.
-        train_config=CrossEntropyConfig(epochs=100, max_minutes=plan.minutes * CE_SHARE),
-        resume=RunDir(plan.ce_dir).exists(),
-        device=plan.device,
-        progress=plan.progress,
-    )
-    summary["minutes"] = (time.monotonic() - start) / 60
-    mark_done(plan.ce_dir, summary)
-
-
-def rl_minutes(plan: QuickstartPlan) -> float:
-    """RL's share of the budget plus what CE left unused (CE's share if its time is unknown)."""
-    try:
-        done = json.loads((plan.ce_dir / DONE_FILE).read_text(encoding="utf-8"))
-        ce_minutes = float(done["minutes"])
-    except (OSError, ValueError, KeyError, TypeError):
-        ce_minutes = plan.minutes * CE_SHARE
-    unused = max(0.0, plan.minutes * CE_SHARE - ce_minutes)
-    return plan.minutes * RL_SHARE + unused
-
-
-def train_rl_stage(plan: QuickstartPlan, corpus: Corpus, minutes: float) -> None:
-    from rlchat.train.scst import train_rl
-
-    if run_is_complete(plan.rl_dir):
-        logger.info("RL run %s is complete; skipping", plan.rl_dir)
-        return
-    summary = train_rl(
-        init=plan.ce_dir,
-        out=plan.rl_dir,
-        corpus=corpus,
-        rl_config=RLConfig(epochs=100, max_minutes=minutes),
-        resume=RunDir(plan.rl_dir).exists(),
-        device=plan.device,
-        progress=plan.progress,
-    )
-    mark_done(plan.rl_dir, summary)
-
-
-def evaluate_stage(plan: QuickstartPlan, corpus: Corpus) -> dict[str, Any]:
-    from rlchat.chatbot import Chatbot
-    from rlchat.dataset import prepare_dataset
-    from rlchat.evaluation import evaluate_runs
-
-    if json_is_complete(plan.eval_path, runs=EVAL_SYSTEMS):
-        logger.info("evaluation %s is complete; skipping", plan.eval_path)
-        return json.loads(plan.eval_path.read_text(encoding="utf-8"))
-    bots = [Chatbot.load(path, device=plan.device) for path in (plan.ce_dir, plan.rl_dir)]
-    dataset = prepare_dataset(
-        corpus, bots[0].data_config, bots[0].tokenizer_config, tokenizer=bots[0].tokenizer
-    )
-    splits = {name: [e.pair for e in data.examples] for name, data in dataset.splits.items()}
-    result = evaluate_runs(
-        bots, splits, split="test", baselines=EVAL_BASELINES, progress=plan.progress
-    )
-    atomic_write_text(plan.eval_path, json.dumps(result, indent=2))
-    return result
-
-
-def report_stage(plan: QuickstartPlan, evaluation: dict[str, Any]) -> Path:
-    from rlchat.report import write_report
-
-    return write_report([plan.ce_dir, plan.rl_dir], plan.report_dir, evaluation=evaluation)
+STAGE_TITLES = {
+    "pretrain": "cross-entropy on all genres",
+    "finetune": "cross-entropy fine-tune on the genre",
+    "backward": "backward model (reply -> input) for MMI",
+    "rl": "reinforcement learning (SCST)",
+}
 
 
 def run_quickstart(plan: QuickstartPlan, corpus: Corpus) -> dict[str, Any]:
-    """Train CE, then RL, evaluate both and write the report; returns the evaluation."""
-    stages = 4
-    run_stage(
-        "cross-entropy training",
-        1,
-        stages,
-        plan.minutes * CE_SHARE,
-        lambda: train_ce_stage(plan, corpus),
+    """Every stage within the budget; returns the evaluation."""
+    spent = sum(float(read_done(p).get("minutes", 0.0)) for p in plan.stage_dirs.values())
+    deadline = time.monotonic() + max(0.0, plan.minutes - spent) * 60
+    test_pairs = len(corpus.pairs(plan.genres)) * DataConfig().test_fraction
+    total = len(SHARES) + 2
+    done: set[str] = set()
+    pairs_per_s = None
+    for index, stage in enumerate(SHARES, start=1):
+        path = plan.stage_dirs[stage]
+        if run_is_complete(path):
+            logger.info("stage %d/%d: %s is complete; skipping", index, total, stage)
+            pairs_per_s = pairs_per_s or read_done(path).get("pairs_per_s")
+            done.add(stage)
+            continue
+        left = (deadline - time.monotonic()) / 60
+        reserve = eval_reserve_minutes(plan.minutes, pairs_per_s, int(test_pairs))
+        minutes = stage_budget(stage, left, reserve, done)
+        summary = log_stage(
+            STAGE_TITLES[stage],
+            index,
+            total,
+            minutes,
+            lambda stage=stage, minutes=minutes: train_stage(plan, stage, corpus, minutes),
+        )
+        if stage == "pretrain":
+            pairs_per_s = summary.get("pairs_per_s")
+        done.add(stage)
+    evaluation = log_stage(
+        "evaluation on the test split", total - 1, total, None, lambda: evaluate_stage(plan, corpus)
     )
-    rl_budget = rl_minutes(plan)  # known once CE is done
-    run_stage(
-        "reinforcement learning (SCST)",
-        2,
-        stages,
-        rl_budget,
-        lambda: train_rl_stage(plan, corpus, rl_budget),
-    )
-    evaluation = run_stage(
-        "evaluation on the test split", 3, stages, None, lambda: evaluate_stage(plan, corpus)
-    )
-    run_stage("report", 4, stages, None, lambda: report_stage(plan, evaluation))
+    log_stage("report", total, total, None, lambda: report_stage(plan, evaluation))
     return evaluation

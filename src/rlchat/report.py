@@ -338,16 +338,22 @@ def describe_decode(config: DecodeConfig) -> str:
 
 
 def samples_markdown(
-    runs: Sequence[RunCurves], replies: Sequence[Sequence[str]], decode: DecodeConfig
+    runs: Sequence[RunCurves],
+    replies: Sequence[Sequence[str]],
+    decode: DecodeConfig,
+    extra: Sequence[tuple[str, Sequence[str]]] = (),
 ) -> str:
-    """The everyday prompts, one row each, with every run's reply side by side."""
+    """The everyday prompts, one row each, with every run's reply side by side; ``extra``
+    adds (label, replies) columns decoded otherwise (a served bot's MMI reranking, say)."""
+    labels = [run.label for run in runs] + [label for label, _ in extra]
+    replies = [*replies, *(column for _, column in extra)]
     # An empty reply is a finding (the model emitted <eos> first); show it, not a blank.
     rows = [
         [prompt, *(run_replies[index] or "∅" for run_replies in replies)]
         for index, prompt in enumerate(EVERYDAY_PROMPTS)
     ]
-    table = markdown_table(["prompt", *(run.label for run in runs)], rows)
-    return f"Decoding: {describe_decode(decode)}.\n\n{table}"
+    table = markdown_table(["prompt", *labels], rows)
+    return f"Decoding of the runs: {describe_decode(decode)}.\n\n{table}"
 
 
 def runs_markdown(runs: Sequence[RunCurves]) -> str:
@@ -403,15 +409,18 @@ def write_report(
     out: Path,
     evaluation: dict | None = None,
     decode: DecodeConfig | None = None,
+    extra_samples: Sequence[tuple[str, Sequence[str]]] = (),
 ) -> Path:
     """Write plots, ``samples.md`` and ``report.md`` (which embeds them) to ``out``; returns
-    the path of ``report.md``."""
+    the path of ``report.md``. ``extra_samples``: more (label, replies) columns of samples."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     decode = decode or DecodeConfig()
     curves = [RunCurves.read(path) for path in runs]
     plots = write_plots(curves, out)
-    samples = samples_markdown(curves, [everyday_replies(p, decode) for p in runs], decode)
+    samples = samples_markdown(
+        curves, [everyday_replies(p, decode) for p in runs], decode, extra_samples
+    )
     atomic_write_text(out / SAMPLES_FILE, f"# Everyday prompts\n\n{samples}\n")
     sections = ["# rlchat report", "## Runs", runs_markdown(curves)]
     if plots:

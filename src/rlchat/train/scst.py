@@ -11,6 +11,7 @@ scored, then one teacher-forced pass over the samples gives their log-probs with
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -86,6 +87,7 @@ def sample_log_probs(
     samples: DecodeResult,
     k: int,
     config: DecodeConfig,
+    with_entropy_grad: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Log-probs with gradient of K sampled replies per input, from one encoder pass.
 
@@ -107,9 +109,11 @@ def sample_log_probs(
     sequence = torch.zeros(tokens.size(0), device=tokens.device).index_add(
         0, row_of_token, token_log_probs
     )  # (R,)
-    # p log p is 0 where p is 0 (a blocked token), not 0 * -inf.
-    probs = log_probs.exp()
-    entropy = -torch.special.xlogy(probs, probs).sum(-1).mean()
+    # p log p is 0 where p is 0 (a blocked token), not 0 * -inf. Only an entropy bonus needs
+    # its gradient; as a logged figure it is computed outside the graph.
+    with contextlib.nullcontext() if with_entropy_grad else torch.no_grad():
+        probs = log_probs.exp()
+        entropy = -torch.special.xlogy(probs, probs).sum(-1).mean()
     return sequence, lengths.float(), entropy
 
 
@@ -156,9 +160,15 @@ class SCSTTrainer(Trainer):
             )
         rows = torch.arange(both.tokens.size(0), device=both.tokens.device).view(-1, k + 1)
         greedy, samples = both.select(rows[:, 0]), both.select(rows[:, 1:].reshape(-1))
+        sample_lists, greedy_lists = samples.to_lists(), greedy.to_lists()
+        # A sample equal to its greedy reply has advantage 0 and teaches nothing: when most
+        # are, the policy has collapsed onto its mode (or the temperature is too low).
+        same_as_greedy = sum(
+            sample == greedy_lists[i // k] for i, sample in enumerate(sample_lists)
+        ) / max(1, len(sample_lists))
         # One reward call scores the samples and the greedy replies (B * K + B rows).
         rewards, parts = self.reward(
-            samples.to_lists() + greedy.to_lists(),
+            sample_lists + greedy_lists,
             [s for s in sources for _ in range(k)] + sources,
             [r for r in references for _ in range(k)] + references,
         )
@@ -182,7 +192,13 @@ class SCSTTrainer(Trainer):
 
         with dropout_disabled(model), autocast(self.device):
             log_prob, lengths, entropy = sample_log_probs(
-                self.net, src, src_lengths, samples, k, self.sampling
+                self.net,
+                src,
+                src_lengths,
+                samples,
+                k,
+                self.sampling,
+                with_entropy_grad=bool(config.entropy_bonus),
             )
         if config.length_normalise:
             log_prob = log_prob / lengths
@@ -207,6 +223,7 @@ class SCSTTrainer(Trainer):
             "rl/reward_greedy": greedy_reward.mean().item(),
             "rl/advantage_abs": advantage.abs().mean().item(),
             "rl/entropy": entropy.item(),
+            "rl/samples_equal_greedy": same_as_greedy,
             "rl/sample_length": lengths.mean().item(),
             **{f"reward/{name}": values.mean().item() for name, values in parts.items()},
         }
