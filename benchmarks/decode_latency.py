@@ -1,4 +1,5 @@
-"""Reply latency: p50/p95 of one reply for greedy, beam 5 and nucleus sampling; batched replies/s.
+"""Reply latency: p50/p95 of one reply for greedy, beam 5 and nucleus sampling; batched replies/s;
+with --backward, MMI reranking of 10 candidates against greedy, as a ratio in the same run.
 
     python benchmarks/decode_latency.py                  # random weights, default ModelConfig
     python benchmarks/decode_latency.py --run runs/comedy --corpus ../shared/data/cornell-excerpt
@@ -18,12 +19,13 @@ import random
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from rlchat.chatbot import Chatbot
-from rlchat.config import DecodeConfig, ModelConfig
+from rlchat.config import MMI_DECODING, DecodeConfig, ModelConfig
 from rlchat.corpus import load_corpus
 from rlchat.decoding import generate
 from rlchat.model import Seq2Seq
@@ -111,6 +113,31 @@ def load_model(
     return bot.model, inputs, f"run {bot.name}, corpus messages of {', '.join(bot.genres) or 'all'}"
 
 
+def time_mmi(bot: Chatbot, messages: Sequence[str], warmup: int) -> dict[str, float]:
+    """One reply at a time through the chatbot, greedy and with MMI reranking of 10 sampled
+    candidates (the served default), in the same run: their ratio is the figure."""
+    mmi = replace(DecodeConfig(), **MMI_DECODING, candidates=10)
+    greedy = DecodeConfig()
+    generator = torch.Generator(device=bot.device).manual_seed(0)
+    for message in messages[:warmup]:
+        bot.reply_batch([message], config=mmi, generator=generator)
+        bot.reply_batch([message], config=greedy)
+    times: dict[str, list[float]] = {"greedy": [], "mmi 10": []}
+    for message in messages:  # interleaved, so that drift in the machine's speed hits both
+        for name, config in (("greedy", greedy), ("mmi 10", mmi)):
+            start = time.perf_counter()
+            bot.reply_batch([message], config=config, generator=generator)
+            times[name].append((time.perf_counter() - start) * 1e3)
+    p50 = {name: statistics.median(values) for name, values in times.items()}
+    return {
+        "greedy_p50_ms": p50["greedy"],
+        "mmi_p50_ms": p50["mmi 10"],
+        "mmi_p95_ms": statistics.quantiles(times["mmi 10"], n=20)[18],
+        "ratio_p50": p50["mmi 10"] / p50["greedy"],
+        "goal_ratio": 4.0,
+    }
+
+
 def goal_text(name: str, p50: float) -> str:
     goal = GOALS_P50_MS.get(name)
     if goal is None:
@@ -132,6 +159,14 @@ def print_table(summary: dict) -> None:
         )
     batched = summary["batched"]
     print(f"greedy, batch of {batched['batch']}: {batched['replies_per_s']:.0f} replies/s")
+    mmi = summary.get("mmi")
+    if mmi:
+        verdict = "ok" if mmi["ratio_p50"] <= mmi["goal_ratio"] else "MISSED"
+        print(
+            f"chatbot greedy p50 {mmi['greedy_p50_ms']:.1f} ms, MMI over 10 candidates p50 "
+            f"{mmi['mmi_p50_ms']:.1f} ms (p95 {mmi['mmi_p95_ms']:.1f}): "
+            f"{mmi['ratio_p50']:.2f}x greedy (goal <= {mmi['goal_ratio']:.0f}x) {verdict}"
+        )
 
 
 def main() -> None:
@@ -152,11 +187,16 @@ def main() -> None:
         action="store_true",
         help="disable oneDNN kernels (on CPU their LSTM costs much more per one-step call)",
     )
+    parser.add_argument(
+        "--backward", type=Path, help="backward run: also time MMI reranking (needs --corpus)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the inputs and weights")
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()
     if args.corpus is not None and args.run is None:
         parser.error("--corpus needs --run: the run's tokenizer encodes the messages")
+    if args.backward is not None and args.corpus is None:
+        parser.error("--backward needs --run and --corpus: MMI reranks replies to real messages")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.backends.mkldnn.enabled = not args.no_mkldnn
@@ -177,6 +217,12 @@ def main() -> None:
         "batched": time_batched(model, inputs[: args.batch], args.repeats),
         "goals_p50_ms": GOALS_P50_MS,
     }
+    if args.backward is not None:
+        bot = Chatbot.load(args.run, device=args.device, backward=args.backward)
+        sources = [p.source for p in load_corpus(args.corpus).pairs(bot.genres)]
+        random.Random(args.seed).shuffle(sources)
+        messages = [m for m in sources if 0 < len(bot.encode_input(m)) <= SHORT_INPUT]
+        summary["mmi"] = time_mmi(bot, messages[: args.inputs], args.warmup)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

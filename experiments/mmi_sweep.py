@@ -38,7 +38,7 @@ SOURCES = {
     "beam": DecodeConfig(strategy="beam", beam_size=10, length_penalty=0.0),
 }
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0)
-LENGTHS = (0.0, 0.25, 0.5, 1.0)
+LENGTHS = (0.0, 0.05, 0.1, 0.15, 0.25, 0.5)
 CANDIDATES = (5, 10)
 SHOWN = ("bleu2", "sacrebleu", "top1", "unique", "entropy", "distinct2", "length", "dull_rate")
 GOALS = {"top1": (0.02, "max"), "unique": (0.6, "min"), "distinct2": (0.15, "min")}
@@ -122,7 +122,7 @@ def main() -> None:
                     "candidates": n,
                     "form": form,
                     "weight": weight,
-                    "length": length,
+                    "length_bonus": length,
                     **figures("mmi", replies),
                 }
             )
@@ -141,7 +141,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - started, 1),
         "rows": rows,
     }
-    header = ["source", "candidates", "form", "weight", "length", *SHOWN]
+    header = ["source", "candidates", "form", "weight", "length_bonus", *SHOWN]
     print(" | ".join(header))
     for row in sorted(rows, key=lambda r: -r["bleu2"])[:40] + rows[:2]:
         print(" | ".join(str(row.get(k, row["system"] if k == "source" else "")) for k in header))

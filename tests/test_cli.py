@@ -91,6 +91,27 @@ def test_reply_answers_any_input_as_json(tiny_run):
     assert answer["message"] == "zxqv blorf?" and isinstance(answer["reply"], str)
 
 
+def test_a_backward_run_fine_tuned_from_a_run_reranks_replies(tiny_run, corpus_dir):
+    backward = tiny_run.parent / "backward"
+    result = invoke(
+        "train", "ce", "--init", str(tiny_run), "--direction", "backward", "--genre", "comedy",
+        "--out", str(backward), "--corpus", str(corpus_dir), "--max-steps", "3",
+        "--batch-size", "16", "--no-progress",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((backward / "run.json").read_text())["data"]["direction"] == "backward"
+    mmi = ["--strategy", "sample", "--rerank", "mmi", "--candidates", "4", "--json"]
+    result = invoke("reply", str(tiny_run), "how are you?", *mmi, "--backward", str(backward))
+    assert result.exit_code == 0, result.stderr
+    assert isinstance(json.loads(result.stdout)["reply"], str)
+    missing = invoke("reply", str(tiny_run), "how are you?", *mmi)
+    assert missing.exit_code == 1 and "--backward" in missing.stderr
+    greedy = invoke("reply", str(tiny_run), "hi", "--rerank", "mmi", "--backward", str(backward))
+    assert greedy.exit_code == 1 and "several candidates" in greedy.stderr
+    wrong = invoke("reply", str(tiny_run), "hi", *mmi, "--backward", str(tiny_run))
+    assert wrong.exit_code == 1 and "not a backward model" in wrong.stderr
+
+
 def test_chat_answers_a_scripted_session(tiny_run):
     script = "hi\n/strategy beam beam_size=3\nhow are you?\n/reset\n/strategy wrong\n/quit\n"
     result = invoke("chat", str(tiny_run), input=script)

@@ -99,3 +99,28 @@ def test_mmi_needs_candidates_and_a_backward_model(bot, tmp_path):
         alone.reply("hi", config=DecodeConfig(strategy="sample", rerank="mmi"))
     with pytest.raises(ValueError, match="not a backward model"):
         alone.attach_backward(alone)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        DecodeConfig(strategy="sample", top_p=0.9, temperature=0.8),
+        DecodeConfig(strategy="beam", beam_size=4, length_penalty=1.0),
+    ],
+)
+def test_the_decode_gives_the_forward_log_likelihood_a_teacher_forced_pass_gives(bot, config):
+    from rlchat.decoding import generate_scored
+    from rlchat.rerank import forward_log_likelihood
+
+    sources = [bot.encode_input(m) for m in MESSAGES]
+    result = generate_scored(
+        bot.model, sources, config, generator=torch.Generator().manual_seed(1), num_samples=4
+    )
+    sums, counts = forward_log_likelihood(result, config)
+    candidates = result.to_lists()
+    rows = [s for s in sources for _ in range(4)]
+    forced, forced_counts = target_log_likelihood(bot.model, rows, candidates, "cpu")
+    finished = torch.isfinite(sums)
+    assert bool(finished.any())
+    assert torch.equal(counts[finished], forced_counts[finished])
+    assert torch.allclose(sums[finished], forced[finished], atol=1e-4)

@@ -12,9 +12,15 @@ import torch
 from rlchat.checkpoint import load_bundle, load_weights
 from rlchat.config import DataConfig, DecodeConfig, ModelConfig, TokenizerConfig, from_dict
 from rlchat.dataset import with_context
-from rlchat.decoding import generate
+from rlchat.decoding import generate, generate_scored
 from rlchat.model import Seq2Seq
-from rlchat.rerank import best_of_each_input, candidate_config, check_rerank, mmi_scores
+from rlchat.rerank import (
+    best_of_each_input,
+    candidate_config,
+    check_rerank,
+    forward_log_likelihood,
+    mmi_scores,
+)
 from rlchat.runs import RunDir, pick_device
 from rlchat.tokenizer import ChatTokenizer
 
@@ -137,9 +143,12 @@ class Chatbot:
         if self.backward is None:
             raise ValueError("rerank mmi needs a backward model (--backward RUN)")
         n = config.candidates
-        candidates = generate(
-            self.model, sources, candidate_config(config), generator=generator, num_samples=n
+        decoding = candidate_config(config)
+        decoded = generate_scored(
+            self.model, sources, decoding, generator=generator, num_samples=n
         )
+        candidates = decoded.to_lists()
+        forward_sums, forward_counts = forward_log_likelihood(decoded, decoding)
         back = self.backward
         back_max = back.tokenizer_config.max_tokens
         if self.backward_shares_vocabulary:
@@ -153,13 +162,7 @@ class Chatbot:
         inputs = back.tokenizer.encode_batch([as_corpus_line(m) for m in messages])
         written = [ids[-back_max:] for ids in inputs for _ in range(n)]
         scores = mmi_scores(
-            self.model,
-            back.model,
-            [s for s in sources for _ in range(n)],
-            candidates,
-            read_back,
-            written,
-            config,
+            back.model, forward_sums, forward_counts, candidates, read_back, written, config
         )
         return [candidates[row] for row in best_of_each_input(scores, n)]
 

@@ -10,8 +10,9 @@ candidate r of input s scores::
     mean form: log p(r|s) / |r+1| + weight * log p_b(s|r) / |s+1| + length * |r|
     sum form:  log p(r|s)        + weight * log p_b(s|r)        + length * |r|   (the paper)
 
-Candidates and inputs are scored together, teacher-forced in large batches, so reranking N
-candidates costs N decodes plus two scoring passes, not N conversations with the models.
+The forward term is read off the decode itself; the backward one is one teacher-forced pass
+over every candidate of every input at once, so reranking N candidates costs one batched
+decode of N rows per input plus one scoring pass.
 
 Shapes: B inputs, N candidates per input, R = B * N rows (input-major).
 """
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor
 
 from rlchat.config import DecodeConfig
+from rlchat.decoding import DecodeResult
 from rlchat.model import Seq2Seq
 from rlchat.scoring import target_log_likelihood
 from rlchat.tokenizer import EOS_ID
@@ -54,22 +56,32 @@ def candidate_config(config: DecodeConfig) -> DecodeConfig:
     return config
 
 
+def forward_log_likelihood(result: DecodeResult, config: DecodeConfig) -> tuple[Tensor, Tensor]:
+    """Summed log p(r + <eos> | s) (R,) and token counts (R,) of decoded candidates, read off
+    the decode itself: no second forward pass. Beam scores are undone of their penalty."""
+    sums, counts = result.scores.float(), result.lengths
+    if config.strategy == "beam":
+        penalty = ((5.0 + counts.float()) / 6.0) ** config.length_penalty  # `length_penalty`
+        sums = sums * penalty
+    return sums, counts
+
+
 def mmi_scores(
-    forward: Seq2Seq,
     backward: Seq2Seq,
-    sources: Sequence[Sequence[int]],
+    forward_sums: Tensor,
+    forward_counts: Tensor,
     candidates: Sequence[Sequence[int]],
     backward_sources: Sequence[Sequence[int]],
     backward_targets: Sequence[Sequence[int]],
     config: DecodeConfig,
 ) -> Tensor:
-    """The MMI score of each row (R,): candidate r = candidates[i] for input sources[i].
+    """The MMI score of each row (R,): candidate r = candidates[i] of its input s, with its
+    forward log-likelihood (`forward_log_likelihood`).
 
     ``backward_sources[i]`` is r and ``backward_targets[i]`` the input s, in the backward
-    model's ids. An empty candidate scores -inf: it is never chosen over a real reply.
+    model's ids. An empty or unfinished candidate scores -inf: never chosen over a reply.
     """
-    device = next(forward.parameters()).device
-    forward_sums, forward_tokens = target_log_likelihood(forward, sources, candidates, device)
+    device = forward_sums.device
     # An empty reply has nothing for the backward model to read; it is excluded below.
     readable = [list(r) if len(r) else [EOS_ID] for r in backward_sources]
     backward_device = next(backward.parameters()).device
@@ -77,14 +89,15 @@ def mmi_scores(
         backward, readable, backward_targets, backward_device
     )
     backward_sums, backward_tokens = backward_sums.to(device), backward_tokens.to(device)
+    forward_counts = forward_counts.to(device)
     if config.mmi_form == "mean":
-        fit = forward_sums / forward_tokens
+        fit = forward_sums / forward_counts.clamp(min=1)
         points_back = backward_sums / backward_tokens
     else:
         fit, points_back = forward_sums, backward_sums
     lengths = torch.as_tensor([len(c) for c in candidates], device=device, dtype=torch.float32)
     scores = fit + config.mmi_weight * points_back + config.mmi_length * lengths
-    return scores.masked_fill(lengths == 0, float("-inf"))
+    return scores.masked_fill((lengths == 0) | ~torch.isfinite(fit), float("-inf"))
 
 
 def best_of_each_input(scores: Tensor, candidates_per_input: int) -> list[int]:

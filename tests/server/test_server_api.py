@@ -7,6 +7,7 @@ import re
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from fastapi.testclient import TestClient
 
 from rlchat.chatbot import Chatbot
@@ -163,3 +164,56 @@ def test_with_a_history_database_conversations_survive_a_restart(settings, tmp_p
         rating = {"conversation_id": first["conversation_id"], "turn": 1, "rating": "up"}
         assert client.post("/api/v1/feedback", json=rating).status_code == 200
     assert again["turn"] == 2
+
+
+@pytest.fixture(scope="module")
+def backward_run(tiny_runs, tmp_path_factory, corpus_dir):
+    from helpers.tiny_run import train_tiny_run
+    from rlchat.corpus import load_corpus
+
+    out = tmp_path_factory.mktemp("backward") / "backward"
+    return train_tiny_run(
+        out, load_corpus(corpus_dir), direction="backward", init=tiny_runs["comedy"]
+    )
+
+
+def test_mmi_reranking_is_served_with_a_backward_model(settings, backward_run):
+    from rlchat.server import create_app
+
+    mmi = {"strategy": "sample", "rerank": "mmi", "candidates": 4}
+    served = settings.model_copy(update={"backward": backward_run, "decoding": mmi})
+    with TestClient(create_app(served)) as client:
+        # The server's default decoding is MMI; a request may still ask for greedy.
+        default = client.post("/api/v1/chat", json={"message": "how are you?"})
+        greedy = client.post(
+            "/api/v1/chat",
+            json={"message": "how are you?", "decoding": {"strategy": "greedy", "rerank": "none"}},
+        )
+        assert default.status_code == 200 and greedy.status_code == 200
+        again = client.post(
+            "/api/v1/chat",
+            json={"message": "how are you?", "decoding": {"rerank": "mmi", "candidates": 8}},
+        )
+        assert again.status_code == 200 and again.json()["reply"]
+        bad = client.post(
+            "/api/v1/chat",
+            json={"message": "hi", "decoding": {"rerank": "mmi", "strategy": "greedy"}},
+        )
+        assert bad.status_code == 422
+        assert bad.json()["fields"][0]["field"] == "decoding.strategy"
+
+
+def test_mmi_without_a_backward_model_is_a_422_naming_the_field(client):
+    response = client.post(
+        "/api/v1/chat",
+        json={"message": "hi", "decoding": {"strategy": "sample", "rerank": "mmi"}},
+    )
+    assert response.status_code == 422
+    assert response.json()["fields"][0]["field"] == "decoding.rerank"
+    assert "Traceback" not in response.text
+
+
+def test_a_server_default_of_mmi_without_a_backward_model_fails_at_start(settings):
+    bad = settings.model_copy(update={"decoding": {"strategy": "sample", "rerank": "mmi"}})
+    with pytest.raises(ValueError, match="backward"):
+        bad.default_decoding

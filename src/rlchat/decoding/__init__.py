@@ -3,7 +3,7 @@
 from rlchat.decoding.base import DecodeResult, DecodeStrategy
 from rlchat.decoding.beam import BeamSearch
 from rlchat.decoding.greedy import GreedySearch
-from rlchat.decoding.loop import decode, generate, make_strategy
+from rlchat.decoding.loop import decode, generate, generate_scored, make_strategy
 from rlchat.decoding.sampling import Sampling, SelfCriticalSampling
 
 __all__ = [
@@ -15,5 +15,6 @@ __all__ = [
     "SelfCriticalSampling",
     "decode",
     "generate",
+    "generate_scored",
     "make_strategy",
 ]

@@ -77,8 +77,31 @@ def generate(
 
     Returns ``len(sources) * num_samples`` replies, grouped per input as in ``decode``.
     """
+    return generate_scored(
+        model, sources, config, generator=generator, num_samples=num_samples
+    ).to_lists()
+
+
+def generate_scored(
+    model: Seq2Seq,
+    sources: Sequence[Sequence[int]],
+    config: DecodeConfig,
+    *,
+    generator: torch.Generator | None = None,
+    num_samples: int = 1,
+) -> DecodeResult:
+    """`generate`, keeping each reply's score and length (<eos> included) from the decode.
+
+    Greedy and sampled scores are the model's own summed log p(reply + <eos> | input): the
+    constraints only block tokens, they never renormalise, so a teacher-forced pass would
+    give the same sums. Beam scores are length-penalised (`BeamSearch`).
+    """
     if not sources:
-        return []
+        return DecodeResult(
+            tokens=torch.zeros(0, 0, dtype=torch.long),
+            lengths=torch.zeros(0, dtype=torch.long),
+            scores=torch.zeros(0),
+        )
     device = next(model.parameters()).device
     src, src_lengths = encode_inputs(sources)
     was_training = model.training
@@ -95,4 +118,4 @@ def generate(
             )
     finally:
         model.train(was_training)
-    return result.to_lists()
+    return result
