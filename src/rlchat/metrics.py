@@ -9,7 +9,9 @@ resampled corpus is scored by adding rows, never by re-running a scorer (see `si
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import sacrebleu
@@ -27,36 +29,55 @@ BLEU_EPSILON = 0.1
 BLEU_WEIGHTS = (0.5, 0.5)
 
 
-def _closest_length(references: Sequence[Sequence[Token]], length: int) -> int:
-    """The reference length nearest `length`, the shorter one on a tie (as NLTK and mteval)."""
-    return min((len(r) for r in references), key=lambda r: (abs(r - length), r))
+@dataclass(frozen=True)
+class ReferenceCounts:
+    """What BLEU-2 needs of one input's references: per order, each n-gram's largest count in
+    any one reference (the clip), and the reference lengths. RL scores thousands of samples
+    against the same references; counting them once per input saves recounting each step."""
+
+    clips: tuple[Counter, ...]
+    lengths: tuple[int, ...]
 
 
-def _sentence_bleu2(hypothesis: Sequence[Token], references: Sequence[Sequence[Token]]) -> float:
+def reference_counts(references: Sequence[Sequence[Token]]) -> ReferenceCounts:
     if not references:
         raise ValueError("bleu2 needs at least one reference per hypothesis")
-    hyp = tuple(hypothesis)
     refs = [tuple(r) for r in references]
-    precisions = []
+    clips = []
     for n in range(1, len(BLEU_WEIGHTS) + 1):
+        clip: Counter = Counter()
+        for ref in refs:
+            for gram, count in ngram_counts(ref, n).items():
+                clip[gram] = max(clip[gram], count)
+        clips.append(clip)
+    return ReferenceCounts(tuple(clips), tuple(len(r) for r in refs))
+
+
+def _sentence_bleu2(
+    hypothesis: Sequence[Token], references: Sequence[Sequence[Token]] | ReferenceCounts
+) -> float:
+    if not isinstance(references, ReferenceCounts):
+        references = reference_counts(references)
+    hyp = tuple(hypothesis)
+    precisions = []
+    for n, clip in enumerate(references.clips, start=1):
         counts = ngram_counts(hyp, n)
-        ref_counts = [ngram_counts(r, n) for r in refs]
         # Modified precision: each n-gram is credited at most as often as one reference has it.
-        matches = sum(
-            min(count, max(rc[gram] for rc in ref_counts)) for gram, count in counts.items()
-        )
+        matches = sum(min(count, clip[gram]) for gram, count in counts.items() if gram in clip)
         if n == 1 and matches == 0:
             return 0.0  # NLTK returns 0 before smoothing when no unigram matches
         total = max(1, len(hyp) - n + 1)  # NLTK's floor of 1 keeps 1-token replies defined
         precisions.append(matches / total if matches else BLEU_EPSILON / total)
-    closest = _closest_length(refs, len(hyp))
+    # The reference length nearest the hypothesis', the shorter on a tie (as NLTK, mteval).
+    closest = min(references.lengths, key=lambda r: (abs(r - len(hyp)), r))
     brevity = 1.0 if len(hyp) > closest else math.exp(1 - closest / len(hyp))
     log_mean = math.fsum(w * math.log(p) for w, p in zip(BLEU_WEIGHTS, precisions, strict=True))
     return brevity * math.exp(log_mean)
 
 
 def bleu2(
-    hypotheses: Sequence[Sequence[Token]], references: Sequence[Sequence[Sequence[Token]]]
+    hypotheses: Sequence[Sequence[Token]],
+    references: Sequence[Sequence[Sequence[Token]] | ReferenceCounts],
 ) -> list[float]:
     """Sentence BLEU-2 of each hypothesis against its references, in [0, 1].
 
@@ -64,7 +85,7 @@ def bleu2(
     the brevity penalty of the closest reference length: equal to NLTK's
     ``sentence_bleu(refs, hyp, weights=(0.5, 0.5), smoothing_function=method1)``, including
     0 for an empty hypothesis or one without a matching token. ``references[i]`` holds one or
-    more references for ``hypotheses[i]``.
+    more references for ``hypotheses[i]``, or their `reference_counts`.
     """
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")

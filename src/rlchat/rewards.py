@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from rlchat.batching import encode_inputs
-from rlchat.metrics import bleu2
+from rlchat.metrics import ReferenceCounts, bleu2, reference_counts
 from rlchat.model import Seq2Seq
 from rlchat.scoring import frozen, mean_target_log_prob, sequence_log_likelihood
 from rlchat.text import DULL_REPLIES, canonical_reply, ngram_counts
@@ -26,6 +26,7 @@ from rlchat.tokenizer import EOS_ID, ChatTokenizer
 
 Token = Hashable  # a token id or a word: BLEU and the repeat penalty only compare tokens
 
+REFERENCE_CACHE_SIZE = 200_000  # distinct inputs whose reference counts are kept
 REWARD_NAMES = ("bleu", "dull", "repeat", "coherence", "mutual", "generic", "shared", "stock")
 
 
@@ -306,6 +307,7 @@ class RewardFunction:
         self.device = torch.device(device)
         self.tokenizer = tokenizer
         self.stock = frozenset(stock)
+        self._reference_cache: dict[tuple[tuple[int, ...], ...], ReferenceCounts] = {}
 
     @classmethod
     def from_spec(
@@ -331,6 +333,17 @@ class RewardFunction:
             stock=stock,
         )
 
+    def reference_counts(self, references: Sequence[Sequence[int]]) -> ReferenceCounts:
+        """BLEU's counts of one input's references (in words), counted once per input: RL
+        scores every sample of every step against the same training references."""
+        key = tuple(tuple(r) for r in references)
+        counts = self._reference_cache.get(key)
+        if counts is None:
+            counts = reference_counts(as_words(references, self.tokenizer))
+            if len(self._reference_cache) < REFERENCE_CACHE_SIZE:
+                self._reference_cache[key] = counts
+        return counts
+
     def components(
         self,
         replies: Sequence[Sequence[int]],
@@ -345,8 +358,7 @@ class RewardFunction:
             words = replies if texts is None else [text.split() for text in texts]
         for name in self.weights:
             if name == "bleu":
-                reference_words = [as_words(refs, self.tokenizer) for refs in references]
-                scores[name] = bleu2(words, reference_words)
+                scores[name] = bleu2(words, [self.reference_counts(refs) for refs in references])
             elif name == "repeat":
                 scores[name] = repeat_penalty(replies, sources)
             elif name == "generic":
