@@ -237,3 +237,25 @@ def test_a_run_stopped_between_validations_validates_its_last_weights(tmp_path, 
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     validated = [r["step"] for r in records if "valid/loss" in r]
     assert validated == [20, 30]
+
+
+def test_label_smoothing_gives_no_mass_to_the_special_tokens():
+    from rlchat.train.cross_entropy import NEVER_TARGETS, smoothed_cross_entropy
+
+    torch.manual_seed(0)
+    logits, gold = torch.randn(6, 12), torch.tensor([5, 6, 7, 3, 8, 11])
+    plain = smoothed_cross_entropy(logits, gold, 0.0)
+    assert plain == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, gold, reduction="sum").item()
+    )
+    smoothed = smoothed_cross_entropy(logits, gold, 0.1)
+    allowed = [t for t in range(12) if t not in NEVER_TARGETS]
+    log_probs = torch.log_softmax(logits, dim=-1)
+    target = torch.zeros(6, 12)
+    target[:, allowed] = 0.1 / len(allowed)
+    target[torch.arange(6), gold] += 0.9
+    assert smoothed == pytest.approx(-(target * log_probs).sum().item(), rel=1e-5)
+    # Raising a special token's logit changes nothing but the normaliser it shares with all.
+    bumped = logits.clone()
+    bumped[:, NEVER_TARGETS[0]] = -30.0
+    assert smoothed_cross_entropy(bumped, gold, 0.1) < smoothed

@@ -25,12 +25,30 @@ from rlchat.dataset import Example, prepare_dataset
 from rlchat.model import Seq2Seq, count_parameters
 from rlchat.runs import RunDir, RunError, autocast, pick_device
 from rlchat.scoring import reference_loss
-from rlchat.tokenizer import ChatTokenizer
+from rlchat.tokenizer import BOS_ID, PAD_ID, SEP_ID, ChatTokenizer
 from rlchat.train.distributed import SINGLE, World, device_for, init_world
 from rlchat.train.loop import check_writable, seed_everything
 from rlchat.train.trainer import Trainer
 
 logger = logging.getLogger(__name__)
+
+
+# A reply never holds these, so label smoothing gives them no mass: spread over them it would
+# teach the decoder to expect <pad> or <bos> mid-reply.
+NEVER_TARGETS = (PAD_ID, BOS_ID, SEP_ID)
+
+
+def smoothed_cross_entropy(logits: torch.Tensor, gold: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Summed cross-entropy (N, V), (N,) -> (); with `smoothing` e, the target is 1 - e on the
+    gold token and e spread evenly over the tokens a reply can hold (not the specials)."""
+    if not smoothing:
+        return F.cross_entropy(logits, gold, reduction="sum")
+    log_probs = torch.log_softmax(logits, dim=-1)
+    nll = -log_probs.gather(1, gold.unsqueeze(1)).squeeze(1)
+    allowed = torch.ones(logits.size(-1), dtype=torch.bool, device=logits.device)
+    allowed[list(NEVER_TARGETS)] = False
+    uniform = -log_probs[:, allowed].mean(dim=-1)
+    return ((1.0 - smoothing) * nll + smoothing * uniform).sum()
 
 
 def token_loss(
@@ -53,12 +71,7 @@ def token_loss(
         batch.tgt_mask,
         teacher_forcing=teacher_forcing,
     )  # (N, V)
-    total = F.cross_entropy(
-        logits.float(),
-        batch.tgt_out[batch.tgt_mask],
-        label_smoothing=label_smoothing,
-        reduction="sum",
-    )
+    total = smoothed_cross_entropy(logits.float(), batch.tgt_out[batch.tgt_mask], label_smoothing)
     tokens = world.sum(float(batch.target_tokens))
     return total * world.size / tokens
 
