@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlchat.quickstart import SHARES, eval_reserve_minutes, stage_budget
+from rlchat.quickstart import EVAL_RESERVE_CAP, SHARES, eval_plan, stage_budget
 
 
 def spend(minutes: float, reserve: float, pretrain_used: float = 1.0) -> dict[str, float]:
@@ -18,7 +18,7 @@ def spend(minutes: float, reserve: float, pretrain_used: float = 1.0) -> dict[st
 
 @pytest.mark.parametrize("minutes", [5, 20, 60])
 def test_stage_budgets_and_the_evaluation_reserve_sum_to_the_minutes(minutes):
-    reserve = eval_reserve_minutes(minutes, pairs_per_s=300, test_pairs=3500)
+    reserve = eval_plan(minutes, pairs_per_s=300, test_pairs=3500).minutes
     budgets = spend(minutes, reserve)
     assert sum(budgets.values()) + reserve == pytest.approx(minutes)
     shares = {stage: budget / (minutes - reserve) for stage, budget in budgets.items()}
@@ -37,11 +37,18 @@ def test_a_stage_that_ends_early_hands_its_time_to_the_later_ones():
     assert early["rl"] / early["backward"] == pytest.approx(SHARES["rl"] / SHARES["backward"])
 
 
-def test_the_evaluation_reserve_grows_on_a_slower_machine():
-    fast = eval_reserve_minutes(20, pairs_per_s=400, test_pairs=3500)
-    slow = eval_reserve_minutes(20, pairs_per_s=100, test_pairs=3500)
-    assert slow == pytest.approx(4 * fast) and slow < 20
-    assert eval_reserve_minutes(20, pairs_per_s=None, test_pairs=3500) > 0
+def test_the_evaluation_reserve_grows_on_a_slower_machine_up_to_a_cap():
+    fast = eval_plan(20, pairs_per_s=300, test_pairs=3500)
+    slow = eval_plan(20, pairs_per_s=150, test_pairs=3500)
+    assert fast.max_pairs == slow.max_pairs == 0  # both evaluate every test pair
+    assert slow.minutes == pytest.approx(2 * fast.minutes)
+    # Far slower: the reserve stops at its cap and a share of the pairs is evaluated, sized
+    # so that the estimated cost fits.
+    crawling = eval_plan(20, pairs_per_s=20, test_pairs=3500)
+    assert crawling.minutes == pytest.approx(EVAL_RESERVE_CAP * 20)
+    assert 0 < crawling.max_pairs < 3500
+    assert eval_plan(20, pairs_per_s=10, test_pairs=3500).max_pairs < crawling.max_pairs
+    assert eval_plan(20, pairs_per_s=None, test_pairs=3500).minutes > 0
 
 
 def test_no_budget_is_negative_past_the_deadline():

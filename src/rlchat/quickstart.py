@@ -46,7 +46,10 @@ SHARES = {"pretrain": 0.45, "finetune": 0.12, "backward": 0.13, "rl": 0.30}
 # docs/experiments.md: CE, RL, RL + MMI over 10 candidates, both baselines, the tests); the
 # reserve is computed from the training speed of this machine, never a fixed time.
 EVAL_COST_PAIRS = 12.0
-EVAL_RESERVE_FLOOR = 0.05  # share of the budget kept for evaluation before speed is known
+EVAL_RESERVE_FLOOR = 0.05  # share of the budget kept for evaluation, at least
+# At most this share goes to evaluation: on a slower machine it evaluates a seeded subset of
+# the test pairs sized to fit, rather than eat the training time or overrun the deadline.
+EVAL_RESERVE_CAP = 0.25
 STAGE_SETUP_MINUTES = 0.25  # a stage's data preparation, before its trainer's clock starts
 
 
@@ -111,13 +114,23 @@ def stage_budget(stage: str, left_minutes: float, reserve_minutes: float, done: 
     return max(0.0, left_minutes - reserve_minutes) * share
 
 
-def eval_reserve_minutes(minutes: float, pairs_per_s: float | None, test_pairs: int) -> float:
-    """Minutes to keep for evaluation and the report: from the measured training speed when
-    known, else a share of the budget."""
-    floor = EVAL_RESERVE_FLOOR * minutes
+@dataclass(frozen=True)
+class EvalPlan:
+    minutes: float  # kept free for evaluation and the report
+    max_pairs: int  # test pairs evaluated (0 = all)
+
+
+def eval_plan(minutes: float, pairs_per_s: float | None, test_pairs: int) -> EvalPlan:
+    """How much of the budget evaluation gets, and on how many test pairs: all of them when
+    their estimated cost (from the measured training speed) fits under the cap, else the
+    share of them that does. Before the speed is known, the cap is kept."""
+    cap = EVAL_RESERVE_CAP * minutes
     if not pairs_per_s or pairs_per_s <= 0:
-        return max(floor, 0.1 * minutes)
-    return max(floor, EVAL_COST_PAIRS * test_pairs / pairs_per_s / 60)
+        return EvalPlan(cap, 0)
+    needed = EVAL_COST_PAIRS * test_pairs / pairs_per_s / 60
+    if needed <= cap:
+        return EvalPlan(max(EVAL_RESERVE_FLOOR * minutes, needed), 0)
+    return EvalPlan(cap, max(1, int(test_pairs * cap / needed)))
 
 
 # --------------------------------------------------------------------------- stages
@@ -200,7 +213,7 @@ def train_stage(plan: QuickstartPlan, stage: str, corpus: Corpus, minutes: float
     return summary
 
 
-def evaluate_stage(plan: QuickstartPlan, corpus: Corpus) -> dict[str, Any]:
+def evaluate_stage(plan: QuickstartPlan, corpus: Corpus, max_pairs: int = 0) -> dict[str, Any]:
     from rlchat.chatbot import Chatbot
     from rlchat.dataset import prepare_dataset
     from rlchat.evaluation import DecodedBot, evaluate_runs
@@ -217,6 +230,7 @@ def evaluate_stage(plan: QuickstartPlan, corpus: Corpus) -> dict[str, Any]:
         splits,
         split="test",
         baselines=EVAL_BASELINES,
+        max_pairs=max_pairs,
         # The served bot against the baselines too: does it beat a bot without a model?
         also_compare=[(baseline, SERVED) for baseline in EVAL_BASELINES],
         progress=plan.progress,
@@ -266,16 +280,18 @@ def run_quickstart(plan: QuickstartPlan, corpus: Corpus) -> dict[str, Any]:
     total = len(SHARES) + 2
     done: set[str] = set()
     pairs_per_s = None
+    evaluation = eval_plan(plan.minutes, None, int(test_pairs))
     for index, stage in enumerate(SHARES, start=1):
         path = plan.stage_dirs[stage]
         if run_is_complete(path):
             logger.info("stage %d/%d: %s is complete; skipping", index, total, stage)
-            pairs_per_s = pairs_per_s or read_done(path).get("pairs_per_s")
+            if stage == "pretrain":
+                pairs_per_s = read_done(path).get("pairs_per_s")
+                evaluation = eval_plan(plan.minutes, pairs_per_s, int(test_pairs))
             done.add(stage)
             continue
         left = (deadline - time.monotonic()) / 60
-        reserve = eval_reserve_minutes(plan.minutes, pairs_per_s, int(test_pairs))
-        minutes = stage_budget(stage, left, reserve, done)
+        minutes = stage_budget(stage, left, evaluation.minutes, done)
         summary = log_stage(
             STAGE_TITLES[stage],
             index,
@@ -284,10 +300,24 @@ def run_quickstart(plan: QuickstartPlan, corpus: Corpus) -> dict[str, Any]:
             lambda stage=stage, minutes=minutes: train_stage(plan, stage, corpus, minutes),
         )
         if stage == "pretrain":
+            # The training speed of this machine sizes the evaluation that must still fit.
             pairs_per_s = summary.get("pairs_per_s")
+            evaluation = eval_plan(plan.minutes, pairs_per_s, int(test_pairs))
+            if evaluation.max_pairs:
+                logger.warning(
+                    "at %.0f pairs/s this machine can evaluate %d of about %d test pairs "
+                    "within the budget; pass more --minutes to evaluate all",
+                    pairs_per_s,
+                    evaluation.max_pairs,
+                    test_pairs,
+                )
         done.add(stage)
-    evaluation = log_stage(
-        "evaluation on the test split", total - 1, total, None, lambda: evaluate_stage(plan, corpus)
+    result = log_stage(
+        "evaluation on the test split",
+        total - 1,
+        total,
+        evaluation.minutes,
+        lambda: evaluate_stage(plan, corpus, evaluation.max_pairs),
     )
-    log_stage("report", total, total, None, lambda: report_stage(plan, evaluation))
-    return evaluation
+    log_stage("report", total, total, None, lambda: report_stage(plan, result))
+    return result
