@@ -80,7 +80,9 @@ def main() -> None:
     started = time.perf_counter()
     bot = Chatbot.load(args.run, device="cpu", backward=args.backward)
     corpus = load_corpus(Path(args.corpus))
-    dataset = prepare_dataset(corpus, bot.data_config, bot.tokenizer_config, tokenizer=bot.tokenizer)
+    dataset = prepare_dataset(
+        corpus, bot.data_config, bot.tokenizer_config, tokenizer=bot.tokenizer
+    )
     splits = {name: [e.pair for e in d.examples] for name, d in dataset.splits.items()}
     eval_set = build_eval_set(
         splits["valid"],
@@ -107,7 +109,9 @@ def main() -> None:
             bot, sources, messages, candidates, n_max
         )
         texts = bot.tokenizer.decode_batch(candidates)
-        for n, form, weight, length in itertools.product(CANDIDATES, ("mean", "sum"), WEIGHTS, LENGTHS):
+        for n, form, weight, length in itertools.product(
+            CANDIDATES, ("mean", "sum"), WEIGHTS, LENGTHS
+        ):
             if form == "mean":
                 score = fwd_sum / fwd_n + weight * bwd_sum / bwd_n + length * lengths
             else:

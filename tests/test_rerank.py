@@ -44,9 +44,7 @@ def test_mmi_keeps_the_candidate_with_the_best_combined_score(bot):
     )
     rows = [s for s in sources for _ in range(6)]
     fwd, fwd_n = target_log_likelihood(bot.model, rows, candidates, "cpu")
-    written = [
-        bot.backward.tokenizer.encode(as_corpus_line(m)) for m in MESSAGES for _ in range(6)
-    ]
+    written = [bot.backward.tokenizer.encode(as_corpus_line(m)) for m in MESSAGES for _ in range(6)]
     bwd, bwd_n = target_log_likelihood(
         bot.backward.model, [c or [2] for c in candidates], written, "cpu"
     )

@@ -144,9 +144,7 @@ class Chatbot:
             raise ValueError("rerank mmi needs a backward model (--backward RUN)")
         n = config.candidates
         decoding = candidate_config(config)
-        decoded = generate_scored(
-            self.model, sources, decoding, generator=generator, num_samples=n
-        )
+        decoded = generate_scored(self.model, sources, decoding, generator=generator, num_samples=n)
         candidates = decoded.to_lists()
         forward_sums, forward_counts = forward_log_likelihood(decoded, decoding)
         back = self.backward

@@ -135,7 +135,12 @@ class DecodeConfig:
 # The decoding the quickstart serves: MMI reranking of nucleus samples. Chosen on the
 # validation split (experiments/mmi_sweep.py, docs/experiments.md); the mmi_* defaults above
 # are the same choice.
-MMI_DECODING: dict[str, Any] = {"strategy": "sample", "top_p": 0.9, "temperature": 0.8, "rerank": "mmi"}
+MMI_DECODING: dict[str, Any] = {
+    "strategy": "sample",
+    "top_p": 0.9,
+    "temperature": 0.8,
+    "rerank": "mmi",
+}
 
 
 @dataclass
@@ -218,7 +223,8 @@ class RLConfig(LoopConfig):
     # words varied while BLEU lengthens its replies (distinct-2 rises instead of falling) and
     # holds perplexity near the CE start; the RL step costs one more teacher-forced pass.
     backward: str = field(
-        default="", metadata={"help": "backward run the mutual reward asks (train ce --direction backward)"}
+        default="",
+        metadata={"help": "backward run the mutual reward asks (train ce --direction backward)"},
     )
     ce_weight: float = field(
         default=0.2, metadata={"help": "weight of cross-entropy on references (against drift)"}

@@ -430,7 +430,8 @@ def attach_counts(systems: Sequence[SystemResult]) -> None:
     """Count every system's replies once, on vocabularies shared by all of them: each
     comparison and group then slices rows instead of re-counting text."""
     for kind in COUNT_KINDS:
-        for system, table in zip(systems, count_tables(kind, [s.replies for s in systems])):
+        tables = count_tables(kind, [s.replies for s in systems])
+        for system, table in zip(systems, tables, strict=True):
             system.counts[kind] = table
 
 
@@ -608,9 +609,7 @@ def evaluate_runs(
         by_name = {r.name: r for r in results}
         pairs = [(results[0], other) for other in results[1:]]
         pairs += [(by_name[a], by_name[b]) for a, b in also_compare]
-        compared = comparisons(
-            pairs, eval_set, resamples=resamples, seed=seed, progress=progress
-        )
+        compared = comparisons(pairs, eval_set, resamples=resamples, seed=seed, progress=progress)
     return {
         "split": split,
         "genres": model_of(bots[0]).genres,

@@ -216,4 +216,4 @@ def test_mmi_without_a_backward_model_is_a_422_naming_the_field(client):
 def test_a_server_default_of_mmi_without_a_backward_model_fails_at_start(settings):
     bad = settings.model_copy(update={"decoding": {"strategy": "sample", "rerank": "mmi"}})
     with pytest.raises(ValueError, match="backward"):
-        bad.default_decoding
+        _ = bad.default_decoding

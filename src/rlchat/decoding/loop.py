@@ -49,9 +49,9 @@ def decode(
     """Replies to a padded batch: src (B, S), src_lengths (B,) -> R rows.
 
     R is B, except with ``num_samples`` K > 1 (sampling or beam): B * K rows, row i * K + k
-    being sample k (beam: the k-th best reply) of input i. A ready ``strategy`` overrides config and num_samples. Runs as
-    the caller set the model up: put it in eval mode, and under ``torch.inference_mode()``
-    unless gradients are wanted.
+    being sample k (beam: the k-th best reply) of input i. A ready ``strategy`` overrides
+    config and num_samples. Runs as the caller set the model up: put it in eval mode, and
+    under ``torch.inference_mode()`` unless gradients are wanted.
     """
     strategy = strategy or make_strategy(config, num_samples=num_samples, generator=generator)
     index = strategy.initialize(src.size(0), src.device)  # (R,)

@@ -50,9 +50,7 @@ class ServedModel:
 class ModelRegistry:
     """Models in command-line order; the first is the default."""
 
-    def __init__(
-        self, models: Sequence[ServedModel], decoding: DecodeConfig | None = None
-    ) -> None:
+    def __init__(self, models: Sequence[ServedModel], decoding: DecodeConfig | None = None) -> None:
         if not models:
             raise ValueError("the server needs at least one run directory")
         self.models = {m.name: m for m in models}

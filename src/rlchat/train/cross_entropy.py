@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from rlchat import __version__
 from rlchat.batching import Batch, make_batch
+from rlchat.checkpoint import load_bundle, load_weights
 from rlchat.config import (
     CrossEntropyConfig,
     DataConfig,
@@ -19,7 +20,6 @@ from rlchat.config import (
     from_dict,
     to_dict,
 )
-from rlchat.checkpoint import load_bundle, load_weights
 from rlchat.corpus import Corpus
 from rlchat.dataset import Example, prepare_dataset
 from rlchat.model import Seq2Seq, count_parameters
@@ -38,7 +38,9 @@ logger = logging.getLogger(__name__)
 NEVER_TARGETS = (PAD_ID, BOS_ID, SEP_ID)
 
 
-def smoothed_cross_entropy(logits: torch.Tensor, gold: torch.Tensor, smoothing: float) -> torch.Tensor:
+def smoothed_cross_entropy(
+    logits: torch.Tensor, gold: torch.Tensor, smoothing: float
+) -> torch.Tensor:
     """Summed cross-entropy (N, V), (N,) -> (); with `smoothing` e, the target is 1 - e on the
     gold token and e spread evenly over the tokens a reply can hold (not the specials)."""
     if not smoothing:
