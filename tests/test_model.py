@@ -103,3 +103,24 @@ def test_dropout_disabled_is_training_mode_with_eval_outputs_and_restores_the_mo
     assert all(m.dropout == 0.5 for m in model.modules() if isinstance(m, torch.nn.LSTM))
     torch.manual_seed(0)
     assert not torch.allclose(logits_of(model, sources, replies), expected)  # dropout back on
+
+
+def test_samples_and_references_scored_from_one_encoder_pass_match_separate_passes():
+    model = tiny_model()
+    sources, replies = random_examples(5, seed=3)
+    _, samples = random_examples(10, seed=4)  # two per input, input-major
+    sample_batch = make_batch([s for s in sources for _ in range(2)], samples)
+    reference_batch = make_batch(sources, replies)
+    with torch.no_grad():
+        both = model(
+            reference_batch.src,
+            reference_batch.src_lengths,
+            sample_batch.tgt_in,
+            sample_batch.tgt_mask,
+            repeat=2,
+            also=(reference_batch.tgt_in, reference_batch.tgt_mask),
+        )
+    assert torch.allclose(
+        both[0], logits_of(model, [s for s in sources for _ in range(2)], samples), atol=1e-5
+    )
+    assert torch.allclose(both[1], logits_of(model, sources, replies), atol=1e-5)

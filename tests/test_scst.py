@@ -169,7 +169,7 @@ def test_sample_log_probs_score_the_constrained_tempered_policy_that_drew_them(t
     samples = DecodeResult(
         tokens=torch.tensor(replies), lengths=torch.tensor([3, 2, 2, 3]), scores=torch.zeros(4)
     )
-    summed, counts, _ = sample_log_probs(model, src, lengths, samples, 2, config)
+    summed, counts, _, _ = sample_log_probs(model, src, lengths, samples, 2, config)
     expected = []
     with torch.no_grad():
         for row, reply in enumerate(replies):

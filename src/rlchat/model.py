@@ -268,19 +268,38 @@ class Seq2Seq(nn.Module):
         teacher_forcing: float = 1.0,
         generator: torch.Generator | None = None,
         repeat: int = 1,
-    ) -> Tensor:
+        also: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """Logits at the real target positions only.
 
         src (B, S), src_lengths (B,), tgt_in (B * repeat, T) starting with <bos>, tgt_mask
         (B * repeat, T) true on real positions -> logits (N, V) in row-major order of
         ``tgt_mask``. Skipping the padding before the output layer saves the largest matmul
         of training. ``repeat`` scores several targets per input (RL's K samples, input-major)
-        from one encoder pass.
+        from one encoder pass. ``also`` = (tgt_in (B, T'), tgt_mask (B, T')): one more target
+        per input scored from the same pass (RL's references); then both logits are returned.
         """
         state = self.start(src, src_lengths)
+        if also is not None:
+            return (
+                self.forward_from(state, tgt_in, tgt_mask, repeat),
+                self.target_logits(state, *also),
+            )
+        return self.forward_from(state, tgt_in, tgt_mask, repeat, teacher_forcing, generator)
+
+    def forward_from(
+        self,
+        state: DecoderState,
+        tgt_in: Tensor,
+        tgt_mask: Tensor,
+        repeat: int = 1,
+        teacher_forcing: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """`forward` from an encoded state."""
         if repeat > 1:
-            rows = torch.arange(src.size(0), device=src.device).repeat_interleave(repeat)
-            state = state.index_select(rows)
+            rows = torch.arange(state.memory.size(0), device=state.memory.device)
+            state = state.index_select(rows.repeat_interleave(repeat))
         if teacher_forcing >= 1.0:
             return self.target_logits(state, tgt_in, tgt_mask)
         return self._stepwise_logits(tgt_in, tgt_mask, state, teacher_forcing, generator)

@@ -73,6 +73,13 @@ def token_loss(
         batch.tgt_mask,
         teacher_forcing=teacher_forcing,
     )  # (N, V)
+    return logits_loss(logits, batch, label_smoothing=label_smoothing, world=world)
+
+
+def logits_loss(
+    logits: torch.Tensor, batch: Batch, *, label_smoothing: float = 0.0, world: World = SINGLE
+) -> torch.Tensor:
+    """`token_loss` of logits already computed (N, V) for the batch's real target tokens."""
     total = smoothed_cross_entropy(logits.float(), batch.tgt_out[batch.tgt_mask], label_smoothing)
     tokens = world.sum(float(batch.target_tokens))
     return total * world.size / tokens

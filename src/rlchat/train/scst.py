@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from rlchat import __version__
-from rlchat.batching import encode_inputs, make_batch
+from rlchat.batching import Batch, encode_inputs, make_batch
 from rlchat.checkpoint import load_bundle, load_weights
 from rlchat.config import (
     DataConfig,
@@ -43,7 +43,7 @@ from rlchat.rewards import RewardFunction, parse_reward_spec, word_bleu2
 from rlchat.runs import RunDir, RunError, autocast, pick_device
 from rlchat.text import stock_replies
 from rlchat.tokenizer import BOS_ID, ChatTokenizer
-from rlchat.train.cross_entropy import token_loss
+from rlchat.train.cross_entropy import logits_loss
 from rlchat.train.distributed import device_for, init_world
 from rlchat.train.loop import check_writable, seed_everything
 from rlchat.train.trainer import Trainer
@@ -88,8 +88,10 @@ def sample_log_probs(
     k: int,
     config: DecodeConfig,
     with_entropy_grad: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Log-probs with gradient of K sampled replies per input, from one encoder pass.
+    references: Batch | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Log-probs with gradient of K sampled replies per input, from one encoder pass; with
+    ``references`` (a batch of one reference per input), their logits from the same pass.
 
     ``model`` is the Seq2Seq or its DistributedDataParallel wrapper; ``config`` the sampling
     configuration that drew the samples. Returns per-sample summed log-prob (R,), per-sample
@@ -100,7 +102,13 @@ def sample_log_probs(
     bos = torch.full_like(tokens[:, :1], BOS_ID)
     tgt_in = torch.cat([bos, tokens[:, :-1]], dim=1)  # (R, L)
     mask = torch.arange(tokens.size(1), device=tokens.device) < lengths.unsqueeze(1)  # (R, L)
-    logits = model(src, src_lengths, tgt_in, mask, repeat=k).float()  # (N, V)
+    if references is None:
+        logits, reference_logits = model(src, src_lengths, tgt_in, mask, repeat=k), None
+    else:
+        logits, reference_logits = model(
+            src, src_lengths, tgt_in, mask, repeat=k, also=(references.tgt_in, references.tgt_mask)
+        )
+    logits = logits.float()  # (N, V)
     row_of_token, positions = mask.nonzero().unbind(1)  # (N,) each, row-major like the logits
     # REINFORCE needs the log-probs of the distribution that drew the samples: the tempered,
     # constrained one. Its argmax is the model's, so the greedy baseline is the same at any T.
@@ -114,7 +122,7 @@ def sample_log_probs(
     with contextlib.nullcontext() if with_entropy_grad else torch.no_grad():
         probs = log_probs.exp()
         entropy = -torch.special.xlogy(probs, probs).sum(-1).mean()
-    return sequence, lengths.float(), entropy
+    return sequence, lengths.float(), entropy, reference_logits
 
 
 class SCSTTrainer(Trainer):
@@ -190,8 +198,15 @@ class SCSTTrainer(Trainer):
             solved = greedy_parts["bleu"].to(self.device) >= 1.0 - 1e-9
             advantage = advantage.masked_fill(solved.unsqueeze(1), 0.0)
 
+        # The references' cross-entropy (the mixed objective) is scored from the same encoder
+        # pass as the samples, so without dropout too.
+        reference_batch = (
+            make_batch(sources, [e.reply for e in examples]).to(self.device)
+            if config.ce_weight
+            else None
+        )
         with dropout_disabled(model), autocast(self.device):
-            log_prob, lengths, entropy = sample_log_probs(
+            log_prob, lengths, entropy, reference_logits = sample_log_probs(
                 self.net,
                 src,
                 src_lengths,
@@ -199,6 +214,7 @@ class SCSTTrainer(Trainer):
                 k,
                 self.sampling,
                 with_entropy_grad=bool(config.entropy_bonus),
+                references=reference_batch,
             )
         if config.length_normalise:
             log_prob = log_prob / lengths
@@ -209,12 +225,9 @@ class SCSTTrainer(Trainer):
         figures: dict[str, float] = {}
         if config.entropy_bonus:
             loss = loss - config.entropy_bonus * entropy
-        if config.ce_weight:
+        if reference_batch is not None:
             # Mixed objective: cross-entropy on the references keeps the language from drifting.
-            batch = make_batch(sources, [e.reply for e in examples]).to(self.device)
-            model.train()
-            with autocast(self.device):
-                ce = token_loss(self.net, batch, world=self.world)
+            ce = logits_loss(reference_logits, reference_batch, world=self.world)
             loss = loss + config.ce_weight * ce
             figures["rl/ce_loss"] = ce.item()
         figures |= {
