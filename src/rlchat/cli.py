@@ -554,6 +554,9 @@ def quickstart(
         bool, typer.Option("--serve/--no-serve", help="Serve both bots when done.")
     ] = True,
     port: Annotated[int, typer.Option(help="Port of the server.")] = 8000,
+    split_by: Annotated[
+        str, typer.Option(help="conversation, or movie: no test movie is seen in training.")
+    ] = "conversation",
 ) -> None:
     """Corpus, CE on all genres, a fine-tune on the genre, the backward model, RL,
     evaluation and report within --minutes, then the server (RL with MMI reranking);
@@ -569,7 +572,16 @@ def quickstart(
             data_download(dest=None)
     loaded = open_corpus(corpus)
     genres = checked_genres(loaded, genre or ["comedy"])
-    plan = QuickstartPlan(out=out, genres=genres, minutes=minutes, device=device, progress=progress)
+    if split_by not in ("conversation", "movie"):
+        fail(f"--split-by must be conversation or movie, not {split_by!r}")
+    plan = QuickstartPlan(
+        out=out,
+        genres=genres,
+        minutes=minutes,
+        device=device,
+        progress=progress,
+        split_by=split_by,
+    )
     try:
         evaluation = run_quickstart(plan, loaded)
     except KeyboardInterrupt:

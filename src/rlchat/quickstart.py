@@ -60,6 +60,7 @@ class QuickstartPlan:
     minutes: float
     device: str = "auto"
     progress: bool = True
+    split_by: str = "conversation"  # or "movie": no test movie is seen in any training stage
 
     @property
     def pretrain_dir(self) -> Path:
@@ -191,10 +192,11 @@ def train_stage(plan: QuickstartPlan, stage: str, corpus: Corpus, minutes: float
             **common,
         )
     else:
+        split = {"split_by": plan.split_by}
         data = {
-            "pretrain": DataConfig(genres=[]),
-            "finetune": DataConfig(genres=plan.genres),
-            "backward": DataConfig(genres=plan.genres, direction="backward"),
+            "pretrain": DataConfig(genres=[], **split),
+            "finetune": DataConfig(genres=plan.genres, **split),
+            "backward": DataConfig(genres=plan.genres, direction="backward", **split),
         }[stage]
         init = None if stage == "pretrain" else plan.pretrain_dir
         summary = train_cross_entropy(
