@@ -46,7 +46,14 @@ from rlchat.evaluation import (
     statistics,
     text_result,
 )
-from rlchat.significance import compare, observed_difference
+from rlchat.significance import (
+    cluster_ids,
+    compare,
+    half_sample_variance,
+    observed_difference,
+    randomised_differences,
+    swap_masks,
+)
 from rlchat.tokenizer import normalize_text
 
 # Figures a bot without a model has (no perplexity, no reward, self-play is its own unit).
@@ -73,6 +80,34 @@ class StockBot(RandomReplyBot):
 
 def score(bot: RandomReplyBot, eval_set: EvalSet) -> SystemResult:
     return text_result(bot, bot.reply_batch([p.source for p in eval_set.pairs]), eval_set)
+
+
+VARIANTS = ("one-way joined", "V1 + V2", "floor at randomisation")
+
+
+def interval_variants(stats_a, stats_b, clusters, groupings, value, args, seed) -> dict:
+    """Variances of other interval constructions than `compare`'s (two-way CGM): half-samples
+    of the joined clusters; V1 + V2 without the intersection term; CGM floored at the
+    variance of the randomisation distribution."""
+    conversations, inputs = groupings
+    both = cluster_ids(list(zip(conversations.tolist(), inputs.tolist(), strict=True)))
+    v1, v2, v12 = (
+        half_sample_variance(
+            stats_a, stats_b, [g], value, resamples=args.resamples, seed=seed + offset
+        )
+        for offset, g in ((1, conversations), (2, inputs), (3, both))
+    )
+    masks = swap_masks(int(clusters.max()) + 1, args.resamples, seed)
+    _, swapped = randomised_differences(stats_a, stats_b, clusters, value, masks)
+    joined = half_sample_variance(
+        stats_a, stats_b, [clusters], value, resamples=args.resamples, seed=seed + 4
+    )
+    cgm = max(v1 + v2 - v12, v1, v2)
+    return {
+        "one-way joined": joined,
+        "V1 + V2": v1 + v2,
+        "floor at randomisation": max(cgm, float(np.var(swapped[np.isfinite(swapped)]))),
+    }
 
 
 def half_of_the_conversations(eval_set: EvalSet, rng: np.random.Generator) -> np.ndarray:
@@ -123,6 +158,7 @@ def run(args: argparse.Namespace) -> dict:
     rejections = {f.name: {"clusters": 0, "pairs": 0} for f in CHECKED}
     excluded = {f.name: {"clusters": 0, "pairs": 0} for f in CHECKED}  # interval misses 0
     covered = {f.name: 0 for f in CHECKED}
+    variant_covered = {v: {f.name: 0 for f in CHECKED} for v in VARIANTS}
     for replication in range(n):
         a, b = plain[2 * replication], plain[2 * replication + 1]
         a2, b2 = plain[2 * replication], stocky[replication]
@@ -148,16 +184,29 @@ def run(args: argparse.Namespace) -> dict:
                 rejections[figure.name][name] += result.significant()
                 excluded[figure.name][name] += not result.low <= 0.0 <= result.high
             (stats_a, stats_b), value = statistics(figure, [a2, b2], rows2)
+            groupings = (eval_set.conversations[rows2], eval_set.inputs[rows2])
             result = compare(
                 stats_a,
                 stats_b,
                 eval_set.clusters[rows2],
                 value,
-                groupings=(eval_set.conversations[rows2], eval_set.inputs[rows2]),
+                groupings=groupings,
                 resamples=args.resamples,
                 seed=replication,
             )
             covered[figure.name] += result.low <= true_difference[figure.name] <= result.high
+            # Other interval variances on the same draw, to compare constructions.
+            variants = (
+                interval_variants(
+                    stats_a, stats_b, eval_set.clusters[rows2], groupings, value, args, replication
+                )
+                if args.variants
+                else {}
+            )
+            for variant, variance in variants.items():
+                half = 1.959964 * np.sqrt(variance)
+                inside = abs(result.diff - true_difference[figure.name]) <= half
+                variant_covered[variant][figure.name] += inside
     return {
         "machine": f"{platform.machine()}, {platform.processor() or platform.platform()}",
         "genre": args.genre,
@@ -178,6 +227,12 @@ def run(args: argparse.Namespace) -> dict:
         },
         "true_difference": true_difference,
         "coverage": {name: count / n for name, count in covered.items()},
+        "coverage_of_other_intervals": {
+            variant: {name: count / n for name, count in counts.items()}
+            for variant, counts in variant_covered.items()
+        }
+        if args.variants
+        else {},
     }
 
 
@@ -191,6 +246,9 @@ def main() -> None:
     parser.add_argument("--stock-share", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--variants", action="store_true", help="also the coverage of other interval variances"
+    )
     args = parser.parse_args()
     result = run(args)
     print(json.dumps(result, indent=2))
