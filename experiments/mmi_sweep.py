@@ -34,7 +34,7 @@ from rlchat.scoring import target_log_likelihood
 
 SOURCES = {
     "sample p0.9 T0.8": DecodeConfig(strategy="sample", top_p=0.9, temperature=0.8),
-    "sample p1.0 T1.0": DecodeConfig(strategy="sample"),
+    "sample p0.95 T1.0": DecodeConfig(strategy="sample", top_p=0.95),
     "beam": DecodeConfig(strategy="beam", beam_size=10, length_penalty=0.0),
 }
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0)
