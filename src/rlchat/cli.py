@@ -605,7 +605,7 @@ def quickstart(
     console.print(f"Report: [bold]{plan.report_dir / 'report.md'}[/]")
     console.print(
         f"Chat in the terminal: [bold]rlchat chat {plan.rl_dir} --backward {plan.backward_dir} "
-        "--strategy sample --top-p 0.9 --temperature 0.8 --rerank mmi[/]"
+        "--strategy sample --top-p 0.95 --rerank mmi[/]"
     )
     if serve_after:
         start_server(

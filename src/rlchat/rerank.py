@@ -41,7 +41,7 @@ def check_rerank(config: DecodeConfig) -> None:
     if config.strategy == "greedy":
         raise ValueError(
             "rerank mmi chooses among several candidates: decode them with strategy sample "
-            "(e.g. top_p 0.9, temperature 0.8) or beam"
+            "(e.g. top_p 0.95) or beam"
         )
     if config.candidates < 1:
         raise ValueError(f"candidates must be at least 1, not {config.candidates}")
