@@ -133,7 +133,7 @@ class DecodeConfig:
 
 
 # The decoding the quickstart serves: MMI reranking of 10 nucleus samples (p 0.95, T 1), per-
-# token means, backward weight 3, length bonus 0.25 a token: of 240 settings measured on 1,000
+# token means, backward weight 3, length bonus 0.25 a token: of 360 settings measured on 1,000
 # comedy validation pairs (experiments/mmi_sweep.py, docs/experiments.md), the best BLEU-2
 # among those with top1 <= 2%, unique >= 0.6 and distinct-2 >= 0.15. Without the length bonus
 # every setting fell to short replies ("home.", "me."); beam candidates kept BLEU-2 but not
