@@ -14,14 +14,16 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from rlchat.chatbot import Chatbot
+from rlchat.config import MMI_DECODING, DecodeConfig
 from rlchat.corpus import load_corpus
 from rlchat.dataset import prepare_dataset
-from rlchat.evaluation import evaluate_runs
+from rlchat.evaluation import DecodedBot, evaluate_runs
 
 
 def main() -> None:
@@ -31,10 +33,18 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--split", default="test")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--backward",
+        type=Path,
+        help="backward run: also the last run with the served MMI decoding, as the quickstart",
+    )
     args = parser.parse_args()
 
     corpus = load_corpus(Path(args.corpus))
     bots = [Chatbot.load(path, device=args.device) for path in args.runs]
+    if args.backward is not None:
+        served = Chatbot.load(args.runs[-1], device=args.device, backward=args.backward)
+        bots.append(DecodedBot(served, replace(DecodeConfig(), **MMI_DECODING), "served"))
     started = time.perf_counter()
     dataset = prepare_dataset(
         corpus, bots[0].data_config, bots[0].tokenizer_config, tokenizer=bots[0].tokenizer
