@@ -127,6 +127,21 @@ def test_chat_rate_and_switch_genre(page, settings):
     page.screenshot(path=ARTIFACTS / "chat-page.png", full_page=True)
 
 
+def test_the_page_leaves_decoding_to_the_server_unless_told(page):
+    """By default the page sends no decoding settings, so the server's own apply (the
+    quickstart serves MMI reranking); a strategy picked on the page is sent."""
+    with page.expect_request("**/api/v1/chat") as first:
+        send(page, "Hello there!")
+    assert first.value.post_data_json["decoding"] == {}
+    expect(replies(page)).to_have_count(1)
+    page.locator("#decoding summary").click()
+    page.get_by_label("Strategy").select_option("beam")
+    with page.expect_request("**/api/v1/chat") as second:
+        send(page, "How are you?")
+    assert second.value.post_data_json["decoding"]["strategy"] == "beam"
+    expect(replies(page)).to_have_count(2)
+
+
 def test_keyboard_alone_sends_and_rates(page):
     expect(page.get_by_label("Message")).to_be_focused()
     page.keyboard.type("Can you hear me?")

@@ -106,8 +106,10 @@ async function rate(meta, reply, rating, button) {
   }
 }
 
+// "server default" sends no settings: the server's own (`rlchat serve --rerank mmi ...`) apply.
 function decodingSettings() {
   const strategy = $("strategy").value;
+  if (!strategy) return {};
   const settings = { strategy };
   for (const name of DECODING_FIELDS.slice(1)) {
     const input = $(name);
@@ -170,7 +172,7 @@ function syncStrategy() {
 async function loadDecodingDefaults() {
   const schema = await callApi("openapi.json");
   const fields = schema.components.schemas.Decoding.properties;
-  for (const name of DECODING_FIELDS) {
+  for (const name of DECODING_FIELDS.slice(1)) {  // the strategy stays "server default"
     const input = $(name);
     const field = fields[name] || {};
     if (field.default !== undefined) input.value = field.default;
