@@ -15,8 +15,8 @@ default). The systems are bots without a model, so that thousands of them can be
 Each replication takes fresh bots (two for A/A, one stock bot for the known difference) and
 half the test conversations at random (the test split is itself a random set of
 conversations), so replications are independent. The test swaps whole clusters (same
-conversation or same input, joined); the interval is two-way clustered (conversation and
-input). "pairs" is the same test and interval with every pair taken as independent.
+conversation or same input, joined); the interval's variance sums the half-sample variances
+along conversation and along input. "pairs" is the same test and interval with every pair taken as independent.
 
     python benchmarks/eval_calibration.py --corpus ../shared/data/cornell-excerpt
 """
@@ -82,13 +82,13 @@ def score(bot: RandomReplyBot, eval_set: EvalSet) -> SystemResult:
     return text_result(bot, bot.reply_batch([p.source for p in eval_set.pairs]), eval_set)
 
 
-VARIANTS = ("one-way joined", "V1 + V2", "floor at randomisation")
+VARIANTS = ("one-way joined", "CGM: V1 + V2 - V12", "floor at randomisation")
 
 
 def interval_variants(stats_a, stats_b, clusters, groupings, value, args, seed) -> dict:
-    """Variances of other interval constructions than `compare`'s (two-way CGM): half-samples
-    of the joined clusters; V1 + V2 without the intersection term; CGM floored at the
-    variance of the randomisation distribution."""
+    """Variances of other interval constructions than `compare`'s (V1 + V2): half-samples of
+    the joined clusters; Cameron, Gelbach & Miller's V1 + V2 - V12 (never below max(V1,
+    V2)); that floored at the variance of the randomisation distribution."""
     conversations, inputs = groupings
     both = cluster_ids(list(zip(conversations.tolist(), inputs.tolist(), strict=True)))
     v1, v2, v12 = (
@@ -105,7 +105,7 @@ def interval_variants(stats_a, stats_b, clusters, groupings, value, args, seed) 
     cgm = max(v1 + v2 - v12, v1, v2)
     return {
         "one-way joined": joined,
-        "V1 + V2": v1 + v2,
+        "CGM: V1 + V2 - V12": cgm,
         "floor at randomisation": max(cgm, float(np.var(swapped[np.isfinite(swapped)]))),
     }
 

@@ -500,7 +500,7 @@ def comparisons(
         if figure.unit == "selfplay":
             clusters, groupings = eval_set.selfplay_clusters, None
         else:
-            # The test swaps whole clusters; the interval's variance is two-way clustered.
+            # The test swaps whole clusters; the interval sums conversation and input variances.
             clusters = eval_set.clusters[rows]
             groupings = (eval_set.conversations[rows], eval_set.inputs[rows])
         result: Comparison = compare(
