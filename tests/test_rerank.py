@@ -90,8 +90,13 @@ def test_beam_n_best_lists_the_best_first(bot):
 
 
 def test_mmi_needs_candidates_and_a_backward_model(bot, tmp_path):
-    with pytest.raises(ValueError, match="strategy sample"):
-        check_rerank(DecodeConfig(rerank="mmi"))
+    with pytest.raises(ValueError, match="candidates"):
+        check_rerank(DecodeConfig(rerank="mmi", strategy="sample", candidates=0))
+    # Greedy search has one candidate: MMI keeps it.
+    greedy = DecodeConfig(strategy="greedy")
+    assert bot.reply_batch(MESSAGES, config=replace(greedy, rerank="mmi")) == bot.reply_batch(
+        MESSAGES, config=greedy
+    )
     alone = Chatbot(bot.name, bot.model, bot.tokenizer, bot.config, bot.device)
     with pytest.raises(ValueError, match="backward model"):
         alone.reply("hi", config=DecodeConfig(strategy="sample", rerank="mmi"))

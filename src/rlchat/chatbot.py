@@ -17,6 +17,7 @@ from rlchat.model import Seq2Seq
 from rlchat.rerank import (
     best_of_each_input,
     candidate_config,
+    candidates_per_input,
     check_rerank,
     forward_log_likelihood,
     mmi_scores,
@@ -142,7 +143,7 @@ class Chatbot:
         """`config.candidates` candidates per input, the best by MMI (`rlchat.rerank`)."""
         if self.backward is None:
             raise ValueError("rerank mmi needs a backward model (--backward RUN)")
-        n = config.candidates
+        n = candidates_per_input(config)
         decoding = candidate_config(config)
         decoded = generate_scored(self.model, sources, decoding, generator=generator, num_samples=n)
         candidates = decoded.to_lists()

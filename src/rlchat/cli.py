@@ -662,6 +662,10 @@ def checked_decoding(decode: DecodeConfig, bot) -> DecodeConfig:  # noqa: ANN001
         fail(str(error))
     if decode.rerank == "mmi" and (bot is None or bot.backward is None):
         fail("--rerank mmi needs a backward model: pass --backward RUN")
+    if decode.rerank == "mmi" and decode.strategy == "greedy":
+        from rlchat.rerank import GREEDY_MMI_HINT
+
+        err_console.print(f"[yellow]warning:[/] {GREEDY_MMI_HINT}", highlight=False)
     return decode
 
 

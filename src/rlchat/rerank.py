@@ -38,15 +38,21 @@ def check_rerank(config: DecodeConfig) -> None:
         raise ValueError(f"rerank must be none or mmi, not {config.rerank!r}")
     if config.rerank == "none":
         return
-    if config.strategy == "greedy":
-        raise ValueError(
-            "rerank mmi chooses among several candidates: decode them with strategy sample "
-            "(e.g. top_p 0.95) or beam"
-        )
     if config.candidates < 1:
         raise ValueError(f"candidates must be at least 1, not {config.candidates}")
     if config.mmi_form not in ("mean", "sum"):
         raise ValueError(f"mmi_form must be mean or sum, not {config.mmi_form!r}")
+
+
+GREEDY_MMI_HINT = (
+    "rerank mmi with greedy decoding has one candidate, the greedy reply: decode several with "
+    "strategy sample (e.g. top_p 0.95) or beam"
+)
+
+
+def candidates_per_input(config: DecodeConfig) -> int:
+    """Greedy search decodes one reply per input, so MMI has that one to keep."""
+    return 1 if config.strategy == "greedy" else config.candidates
 
 
 def candidate_config(config: DecodeConfig) -> DecodeConfig:

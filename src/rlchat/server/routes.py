@@ -48,9 +48,11 @@ def checked_decoding(config: DecodeConfig, served: ServedModel) -> DecodeConfig:
     except ValueError as error:
         raise ApiError(422, "invalid_request", str(error), field="decoding.strategy") from None
     if config.rerank == "mmi" and served.bot.backward is None:
+        # Not found, as an unserved model is: the request is well formed, the backward
+        # model it needs is not served.
         raise ApiError(
-            422,
-            "invalid_request",
+            404,
+            "not_found",
             "rerank mmi needs a backward model; this server was started without --backward",
             field="decoding.rerank",
         )
