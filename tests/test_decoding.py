@@ -395,3 +395,21 @@ def test_make_strategy_rejects_samples_without_sampling():
     with pytest.raises(ValueError, match="num_samples"):
         make_strategy(DecodeConfig(strategy="greedy"), num_samples=4)
     assert isinstance(make_strategy(DecodeConfig(strategy="beam")), BeamSearch)
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.95, 0.999])
+def test_the_nucleus_found_among_the_best_tokens_is_the_full_sorts(top_p):
+    from rlchat.decoding.sampling import NUCLEUS_SEARCH, nucleus
+
+    g = torch.Generator().manual_seed(int(top_p * 1000))
+    peaked = torch.randn(6, 3000, generator=g) * 6.0  # the nucleus is a few tokens
+    flat = torch.randn(2, 3000, generator=g) * 0.1  # it needs far more than NUCLEUS_SEARCH
+    logits = torch.cat([peaked, flat])
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    drop = probs.cumsum(-1) - probs >= top_p
+    drop[:, 0] = False
+    expected = torch.zeros_like(drop).scatter(1, order, drop)
+    kept = torch.isfinite(nucleus(logits, top_p))
+    assert torch.equal(kept, ~expected)
+    assert int(kept[-1].sum()) > NUCLEUS_SEARCH[0]  # the flat rows searched further
