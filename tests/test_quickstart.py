@@ -38,8 +38,8 @@ def test_a_stage_that_ends_early_hands_its_time_to_the_later_ones():
 
 
 def test_the_evaluation_reserve_grows_on_a_slower_machine_up_to_a_cap():
-    fast = eval_plan(20, pairs_per_s=300, test_pairs=3500)
-    slow = eval_plan(20, pairs_per_s=150, test_pairs=3500)
+    fast = eval_plan(20, pairs_per_s=600, test_pairs=3500)
+    slow = eval_plan(20, pairs_per_s=300, test_pairs=3500)
     assert fast.max_pairs == slow.max_pairs == 0  # both evaluate every test pair
     assert slow.minutes == pytest.approx(2 * fast.minutes)
     # Far slower: the reserve stops at its cap and a share of the pairs is evaluated, sized
