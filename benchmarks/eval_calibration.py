@@ -16,7 +16,8 @@ Each replication takes fresh bots (two for A/A, one stock bot for the known diff
 half the test conversations at random (the test split is itself a random set of
 conversations), so replications are independent. The test swaps whole clusters (same
 conversation or same input, joined); the interval's variance sums the half-sample variances
-along conversation and along input. "pairs" is the same test and interval with every pair taken as independent.
+along conversation and along input. "pairs" is the same test and interval with every pair
+taken as independent.
 
     python benchmarks/eval_calibration.py --corpus ../shared/data/cornell-excerpt
 """
