@@ -5,7 +5,8 @@ the defaults: measured on the VALIDATION split, never on test.
         --corpus ../shared/data/cornell-excerpt --json docs/figures/mmi_sweep.json
 
 Candidates are decoded once per source (nucleus samples, beam search's N best) and scored
-once by both models; each setting then only recombines the scores, so the grid is cheap.
+once by both models, as the chatbot does (`Chatbot.mmi_candidates`); each setting then only
+recombines the scores (`rlchat.rerank.mmi_combine`), so the grid is cheap.
 The chosen setting is the one with the best BLEU-2 among those that meet the diversity goals
 (top1 <= 2%, unique >= 0.6, distinct-2 >= 0.15); greedy decoding and the retrieval baseline
 are measured on the same pairs beside it.
@@ -18,19 +19,19 @@ import itertools
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from rlchat.baselines import RetrievalBot
-from rlchat.chatbot import Chatbot, as_corpus_line
+from rlchat.chatbot import Chatbot
 from rlchat.checkpoint import atomic_write_text
 from rlchat.config import DecodeConfig
 from rlchat.corpus import load_corpus
 from rlchat.dataset import prepare_dataset
-from rlchat.decoding import generate
 from rlchat.evaluation import build_eval_set, figures_of, text_result
-from rlchat.scoring import target_log_likelihood
+from rlchat.rerank import mmi_combine
 
 SOURCES = {
     "sample p0.9 T0.8": DecodeConfig(strategy="sample", top_p=0.9, temperature=0.8),
@@ -49,22 +50,6 @@ def meets_goals(figures: dict[str, float]) -> bool:
         figures[name] <= bound if kind == "max" else figures[name] >= bound
         for name, (bound, kind) in GOALS.items()
     )
-
-
-def score_candidates(bot: Chatbot, sources, messages, candidates, n):
-    """Forward and backward summed log-probs and token counts of every candidate row."""
-    back = bot.backward
-    rows_sources = [s for s in sources for _ in range(n)]
-    fwd_sum, fwd_n = target_log_likelihood(bot.model, rows_sources, candidates, bot.device)
-    written = [
-        ids[-back.tokenizer_config.max_tokens :]
-        for ids in back.tokenizer.encode_batch([as_corpus_line(m) for m in messages])
-        for _ in range(n)
-    ]
-    readable = [c[: back.tokenizer_config.max_tokens] or [2] for c in candidates]
-    bwd_sum, bwd_n = target_log_likelihood(back.model, readable, written, back.device)
-    lengths = torch.as_tensor([len(c) for c in candidates], dtype=torch.float32)
-    return fwd_sum.cpu(), fwd_n.cpu(), bwd_sum.cpu(), bwd_n.cpu(), lengths
 
 
 def main() -> None:
@@ -102,21 +87,17 @@ def main() -> None:
     retrieval = RetrievalBot(splits["train"])
     rows.append({"system": "retrieval", **figures("retrieval", retrieval.reply_batch(messages))})
     n_max = max(CANDIDATES)
-    for source_name, config in SOURCES.items():
+    for source_name, source in SOURCES.items():
+        decoding = replace(source, rerank="mmi", candidates=n_max)
         generator = torch.Generator().manual_seed(args.seed)
-        candidates = generate(bot.model, sources, config, generator=generator, num_samples=n_max)
-        fwd_sum, fwd_n, bwd_sum, bwd_n, lengths = score_candidates(
-            bot, sources, messages, candidates, n_max
-        )
+        # Decoded and scored once by both models; each setting only recombines the scores.
+        candidates, forward, backward = bot.mmi_candidates(messages, sources, decoding, generator)
+        lengths = torch.as_tensor([len(c) for c in candidates])
         texts = bot.tokenizer.decode_batch(candidates)
-        for n, form, weight, length in itertools.product(
-            CANDIDATES, ("mean", "sum"), WEIGHTS, LENGTHS
-        ):
-            if form == "mean":
-                score = fwd_sum / fwd_n + weight * bwd_sum / bwd_n + length * lengths
-            else:
-                score = fwd_sum + weight * bwd_sum + length * lengths
-            score = score.masked_fill(lengths == 0, float("-inf")).view(-1, n_max)[:, :n]
+        grid = itertools.product(CANDIDATES, ("mean", "sum"), WEIGHTS, LENGTHS)
+        for n, form, weight, length in grid:
+            setting = replace(decoding, mmi_form=form, mmi_weight=weight, mmi_length=length)
+            score = mmi_combine(forward, backward, lengths, setting).view(-1, n_max)[:, :n]
             best = score.argmax(dim=1) + torch.arange(score.size(0)) * n_max
             replies = [" ".join(texts[i].split()) for i in best.tolist()]
             rows.append(

@@ -15,12 +15,14 @@ from rlchat.dataset import with_context
 from rlchat.decoding import generate, generate_scored
 from rlchat.model import Seq2Seq
 from rlchat.rerank import (
+    LogLikelihoods,
+    backward_log_likelihood,
     best_of_each_input,
     candidate_config,
     candidates_per_input,
     check_rerank,
     forward_log_likelihood,
-    mmi_scores,
+    mmi_combine,
 )
 from rlchat.runs import RunDir, pick_device
 from rlchat.tokenizer import ChatTokenizer
@@ -121,7 +123,7 @@ class Chatbot:
         """Replies to many messages at once: one batched decode."""
         histories = histories or [()] * len(messages)
         config = config or DecodeConfig()
-        check_rerank(config)
+        check_rerank(config, has_backward=self.backward is not None)
         sources = [self.encode_input(m, h) for m, h in zip(messages, histories, strict=True)]
         if config.rerank == "mmi":
             ids = self.mmi_reply_ids(messages, sources, config, generator)
@@ -141,13 +143,25 @@ class Chatbot:
         generator: torch.Generator | None = None,
     ) -> list[list[int]]:
         """`config.candidates` candidates per input, the best by MMI (`rlchat.rerank`)."""
-        if self.backward is None:
-            raise ValueError("rerank mmi needs a backward model (--backward RUN)")
+        candidates, forward, backward = self.mmi_candidates(messages, sources, config, generator)
+        lengths = torch.as_tensor([len(c) for c in candidates])
+        scores = mmi_combine(forward, backward, lengths, config)
+        return [candidates[row] for row in best_of_each_input(scores, candidates_per_input(config))]
+
+    def mmi_candidates(
+        self,
+        messages: Sequence[str],
+        sources: Sequence[Sequence[int]],
+        config: DecodeConfig,
+        generator: torch.Generator | None = None,
+    ) -> tuple[list[list[int]], LogLikelihoods, LogLikelihoods]:
+        """Candidates (input-major), and (sums, counts) of their forward and backward
+        log-likelihoods: what any MMI setting combines (`rlchat.rerank.mmi_combine`)."""
+        check_rerank(config, has_backward=self.backward is not None)
         n = candidates_per_input(config)
         decoding = candidate_config(config)
         decoded = generate_scored(self.model, sources, decoding, generator=generator, num_samples=n)
         candidates = decoded.to_lists()
-        forward_sums, forward_counts = forward_log_likelihood(decoded, decoding)
         back = self.backward
         back_max = back.tokenizer_config.max_tokens
         if self.backward_shares_vocabulary:
@@ -160,10 +174,11 @@ class Chatbot:
         # The backward model was trained to write the input line itself, without context.
         inputs = back.tokenizer.encode_batch([as_corpus_line(m) for m in messages])
         written = [ids[-back_max:] for ids in inputs for _ in range(n)]
-        scores = mmi_scores(
-            back.model, forward_sums, forward_counts, candidates, read_back, written, config
+        return (
+            candidates,
+            forward_log_likelihood(decoded, decoding),
+            backward_log_likelihood(back.model, read_back, written),
         )
-        return [candidates[row] for row in best_of_each_input(scores, n)]
 
     def reply(
         self,

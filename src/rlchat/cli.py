@@ -657,11 +657,9 @@ def checked_decoding(decode: DecodeConfig, bot) -> DecodeConfig:  # noqa: ANN001
     from rlchat.rerank import check_rerank
 
     try:
-        check_rerank(decode)
+        check_rerank(decode, has_backward=bot is not None and bot.backward is not None)
     except ValueError as error:
         fail(str(error))
-    if decode.rerank == "mmi" and (bot is None or bot.backward is None):
-        fail("--rerank mmi needs a backward model: pass --backward RUN")
     if decode.rerank == "mmi" and decode.strategy == "greedy":
         from rlchat.rerank import GREEDY_MMI_HINT
 
@@ -758,9 +756,7 @@ def chat(
                     decode = parse_strategy(words, decode)
                     from rlchat.rerank import check_rerank
 
-                    check_rerank(decode)
-                    if decode.rerank == "mmi" and bot.backward is None:
-                        raise ValueError("rerank=mmi needs a backward model (--backward RUN)")
+                    check_rerank(decode, has_backward=bot.backward is not None)
                     console.print(f"[dim](decoding: {decode})[/]")
                 except ValueError as error:
                     console.print(f"[red]{error}[/]")

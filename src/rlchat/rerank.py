@@ -31,13 +31,22 @@ from rlchat.model import Seq2Seq
 from rlchat.scoring import target_log_likelihood
 from rlchat.tokenizer import EOS_ID
 
+LogLikelihoods = tuple[Tensor, Tensor]  # summed log-probs (R,) and token counts (R,)
 
-def check_rerank(config: DecodeConfig) -> None:
-    """A clear error for settings reranking cannot use (they would decode one candidate)."""
+
+class NoBackwardModel(ValueError):
+    """MMI was asked of a bot that has no backward model loaded."""
+
+
+def check_rerank(config: DecodeConfig, *, has_backward: bool = True) -> None:
+    """A clear error for reranking settings a bot cannot decode with, before any work;
+    `NoBackwardModel` when MMI is asked and ``has_backward`` is false."""
     if config.rerank not in ("none", "mmi"):
         raise ValueError(f"rerank must be none or mmi, not {config.rerank!r}")
     if config.rerank == "none":
         return
+    if not has_backward:
+        raise NoBackwardModel("rerank mmi needs a backward model (--backward RUN)")
     if config.candidates < 1:
         raise ValueError(f"candidates must be at least 1, not {config.candidates}")
     if config.mmi_form not in ("mean", "sum"):
@@ -62,7 +71,7 @@ def candidate_config(config: DecodeConfig) -> DecodeConfig:
     return config
 
 
-def forward_log_likelihood(result: DecodeResult, config: DecodeConfig) -> tuple[Tensor, Tensor]:
+def forward_log_likelihood(result: DecodeResult, config: DecodeConfig) -> LogLikelihoods:
     """Summed log p(r + <eos> | s) (R,) and token counts (R,) of decoded candidates, read off
     the decode itself: no second forward pass. Beam scores are undone of their penalty."""
     sums, counts = result.scores.float(), result.lengths
@@ -72,36 +81,36 @@ def forward_log_likelihood(result: DecodeResult, config: DecodeConfig) -> tuple[
     return sums, counts
 
 
-def mmi_scores(
+def backward_log_likelihood(
     backward: Seq2Seq,
-    forward_sums: Tensor,
-    forward_counts: Tensor,
-    candidates: Sequence[Sequence[int]],
     backward_sources: Sequence[Sequence[int]],
     backward_targets: Sequence[Sequence[int]],
+) -> LogLikelihoods:
+    """Summed log p_b(s + <eos> | r) (R,) and token counts (R,): each candidate r read by the
+    backward model, its input s written. An empty r is read as <eos> (`mmi_combine` excludes
+    it)."""
+    readable = [list(r) if len(r) else [EOS_ID] for r in backward_sources]
+    device = next(backward.parameters()).device
+    return target_log_likelihood(backward, readable, backward_targets, device)
+
+
+def mmi_combine(
+    forward: LogLikelihoods,
+    backward: LogLikelihoods,
+    lengths: Tensor,
     config: DecodeConfig,
 ) -> Tensor:
-    """The MMI score of each row (R,): candidate r = candidates[i] of its input s, with its
-    forward log-likelihood (`forward_log_likelihood`).
-
-    ``backward_sources[i]`` is r and ``backward_targets[i]`` the input s, in the backward
-    model's ids. An empty or unfinished candidate scores -inf: never chosen over a reply.
-    """
-    device = forward_sums.device
-    # An empty reply has nothing for the backward model to read; it is excluded below.
-    readable = [list(r) if len(r) else [EOS_ID] for r in backward_sources]
-    backward_device = next(backward.parameters()).device
-    backward_sums, backward_tokens = target_log_likelihood(
-        backward, readable, backward_targets, backward_device
-    )
-    backward_sums, backward_tokens = backward_sums.to(device), backward_tokens.to(device)
-    forward_counts = forward_counts.to(device)
+    """The MMI score of each row (R,) from (sums, counts) of both models and the candidates'
+    lengths in tokens; an empty or unfinished candidate scores -inf: never chosen."""
+    device = forward[0].device
+    forward_sums, forward_counts = forward[0], forward[1].to(device)
+    backward_sums, backward_counts = (t.to(device) for t in backward)
+    lengths = lengths.to(device=device, dtype=torch.float32)
     if config.mmi_form == "mean":
         fit = forward_sums / forward_counts.clamp(min=1)
-        points_back = backward_sums / backward_tokens
+        points_back = backward_sums / backward_counts
     else:
         fit, points_back = forward_sums, backward_sums
-    lengths = torch.as_tensor([len(c) for c in candidates], device=device, dtype=torch.float32)
     scores = fit + config.mmi_weight * points_back + config.mmi_length * lengths
     return scores.masked_fill((lengths == 0) | ~torch.isfinite(fit), float("-inf"))
 

@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, PlainTextResponse
 
 from rlchat.config import DecodeConfig
-from rlchat.rerank import check_rerank
+from rlchat.rerank import NoBackwardModel, check_rerank
 from rlchat.server.deps import ConversationsDep, FeedbackDep, MetricsDep, ModelsDep, NotReady
 from rlchat.server.errors import ERROR_RESPONSES, ApiError
 from rlchat.server.registry import ServedModel
@@ -42,20 +42,20 @@ page = APIRouter(include_in_schema=False)
 
 
 def checked_decoding(config: DecodeConfig, served: ServedModel) -> DecodeConfig:
-    """A 422 naming the field for settings the model cannot decode with, before any work."""
+    """An error naming the field for settings the model cannot decode with, before any work:
+    MMI without a backward model is not found, as an unserved model is (the request is well
+    formed, the model it needs is not served); other settings are invalid."""
     try:
-        check_rerank(config)
-    except ValueError as error:
-        raise ApiError(422, "invalid_request", str(error), field="decoding.strategy") from None
-    if config.rerank == "mmi" and served.bot.backward is None:
-        # Not found, as an unserved model is: the request is well formed, the backward
-        # model it needs is not served.
+        check_rerank(config, has_backward=served.bot.backward is not None)
+    except NoBackwardModel as error:
         raise ApiError(
             404,
             "not_found",
-            "rerank mmi needs a backward model; this server was started without --backward",
+            f"{error}; this server was started without --backward",
             field="decoding.rerank",
-        )
+        ) from None
+    except ValueError as error:
+        raise ApiError(422, "invalid_request", str(error), field="decoding.rerank") from None
     return config
 
 

@@ -275,7 +275,7 @@ class SCSTTrainer(Trainer):
 
 
 def load_policy(init: Path, device: torch.device) -> tuple[Seq2Seq, dict[str, Any], str]:
-    """The CE run's best model, its bundle config and tokenizer JSON."""
+    """A CE run's best model, its bundle config and tokenizer JSON."""
     bundle = load_bundle(RunDir(init).model_path())
     model = Seq2Seq(from_dict(ModelConfig, bundle.config["model"]))
     load_weights(model, bundle.weights)
@@ -286,17 +286,15 @@ def load_backward(path: str, tokenizer_json: str, device: torch.device) -> Seq2S
     """The frozen backward model the ``mutual`` reward asks, on the policy's vocabulary."""
     if not path:
         return None
-    bundle = load_bundle(RunDir(Path(path)).model_path())
-    if bundle.config.get("data", {}).get("direction") != "backward":
+    model, config, backward_tokenizer = load_policy(Path(path), device)
+    if config.get("data", {}).get("direction") != "backward":
         raise RunError(f"--backward {path} is not a backward run (train ce --direction backward)")
-    if bundle.tokenizer_json != tokenizer_json:
+    if backward_tokenizer != tokenizer_json:
         raise RunError(
             f"--backward {path} has another vocabulary than the policy; fine-tune it from the "
             "same pretrained run (train ce --init RUN --direction backward)"
         )
-    model = Seq2Seq(from_dict(ModelConfig, bundle.config["model"]))
-    load_weights(model, bundle.weights)
-    return model.to(device).eval().requires_grad_(False)
+    return model.eval().requires_grad_(False)
 
 
 def train_rl(
