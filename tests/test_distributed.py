@@ -24,12 +24,17 @@ def free_port() -> int:
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-addr", "127.0.0.1", "--master-port", str(free_port()), *args,
-    ]  # fmt: skip
+    """Run under torchrun on a free port; a port taken between choosing and binding (another
+    test's server) is retried on a fresh one, any other failure fails the test."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    for _ in range(3):
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+            "--master-addr", "127.0.0.1", "--master-port", str(free_port()), *args,
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+        if result.returncode == 0 or "address already in use" not in result.stderr.lower():
+            break
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
