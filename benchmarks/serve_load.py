@@ -62,7 +62,7 @@ def run_server(run: Path, port: int, batch_wait_ms: float, cpus: list[int] | Non
             [run],
             port=port,
             batch_wait_ms=batch_wait_ms,
-            feedback_db=Path(data) / "feedback.sqlite3",
+            database=Path(data) / "feedback.sqlite3",
             device="cpu",
             log_level="warning",
         )

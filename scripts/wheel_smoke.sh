@@ -18,7 +18,7 @@ venv/bin/rlchat --help > /dev/null
 venv/bin/rlchat train ce --genre comedy --corpus "$corpus" --out run --vocab-size 300 \
   --max-tokens 8 --embedding-dim 16 --hidden-size 32 --max-steps 2 --batch-size 16 \
   --no-progress > /dev/null 2>&1
-venv/bin/rlchat serve run --port 8765 --feedback-db feedback.sqlite3 > serve.log 2>&1 &
+venv/bin/rlchat serve run --port 8765 --database feedback.sqlite3 > serve.log 2>&1 &
 server=$!
 venv/bin/python - <<'PY'
 import json, time, urllib.request

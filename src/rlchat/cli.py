@@ -469,11 +469,14 @@ def serve(
     cors_origin: Annotated[
         list[str] | None, typer.Option(help="Allowed CORS origin (repeatable).")
     ] = None,
-    history_db: Annotated[
-        Path | None, typer.Option(help="SQLite file keeping conversation context.")
-    ] = None,
-    feedback_db: Annotated[
-        Path | None, typer.Option(help="SQLite file for thumbs up/down (default: user data dir).")
+    database: Annotated[
+        str | None,
+        typer.Option(
+            help="SQLite path or postgresql://user:password@host/db for ratings and "
+            "conversations; replicas behind a proxy share one (default: ratings in the user "
+            "data dir, conversations in memory).",
+            envvar="RLCHAT_DATABASE",
+        ),
     ] = None,
     batch_wait_ms: Annotated[
         float | None, typer.Option(help="Gather concurrent requests this long (0 = off).")
@@ -490,8 +493,7 @@ def serve(
         port=port,
         workers=workers,
         cors_origins=cors_origin or (),
-        history_db=history_db,
-        feedback_db=feedback_db,
+        database=database,
         batch_wait_ms=batch_wait_ms,
         max_batch=max_batch,
         backward=backward,

@@ -37,7 +37,7 @@ def settings(tiny_runs, tmp_path) -> ServerSettings:
     return ServerSettings(
         runs=[tiny_runs["comedy"], tiny_runs["drama"]],
         device="cpu",
-        feedback_db=tmp_path / "feedback.sqlite3",
+        database=str(tmp_path / "feedback.sqlite3"),
         batch_wait_ms=2,
     )
 

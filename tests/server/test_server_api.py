@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from fastapi.testclient import TestClient
 
+from helpers.prometheus import value
 from rlchat.chatbot import Chatbot
 from rlchat.server import create_app
 
@@ -83,7 +84,7 @@ def test_feedback_is_stored_with_the_rated_exchange(client, settings):
     # Rating the same reply again replaces the first rating.
     response = client.post("/api/v1/feedback", json=rating | {"rating": "up", "comment": "ha"})
     assert response.status_code == 200
-    with sqlite3.connect(settings.feedback_path) as db:
+    with sqlite3.connect(settings.database_location) as db:
         rows = db.execute("SELECT rating, comment, message, reply, model FROM feedback").fetchall()
     assert rows == [("up", "ha", "Tell me a joke.", reply["reply"], "comedy")]
 
@@ -98,10 +99,11 @@ def test_metrics_count_requests_errors_latency_and_batches(client):
     chat(client, message="Hi.")
     client.post("/api/v1/chat", json={"message": ""})
     text = client.get("/metrics").text
-    assert 'rlchat_http_requests_total{method="POST",route="/api/v1/chat",status="200"} 1' in text
-    assert 'rlchat_http_errors_total{route="/api/v1/chat",kind="client"} 1' in text
-    assert 'rlchat_http_request_duration_seconds_count{route="/api/v1/chat"} 2' in text
-    assert 'rlchat_decode_batch_size_count{model="comedy"} 1' in text
+    chats = {"method": "POST", "route": "/api/v1/chat"}
+    assert value(text, "rlchat_http_requests_total", **chats, status="200") == 1
+    assert value(text, "rlchat_http_errors_total", route="/api/v1/chat", kind="client") == 1
+    assert value(text, "rlchat_http_request_duration_seconds_count", route="/api/v1/chat") == 2
+    assert value(text, "rlchat_decode_batch_size_count", model="comedy") == 1
     assert client.get("/metrics").headers["content-type"].startswith("text/plain")
 
 
@@ -127,18 +129,37 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_reply(settings, t
         replies = list(pool.map(lambda m: chat(client, message=m)["reply"], messages))
         batches = client.get("/metrics").text
     assert replies == bot.reply_batch(messages)
-    count = re.search(r'rlchat_decode_batch_size_count\{model="comedy"\} (\d+)', batches)
-    assert count is not None and int(count.group(1)) < len(messages)
+    count = value(batches, "rlchat_decode_batch_size_count", model="comedy")
+    assert 0 < count < len(messages)
 
 
-def test_cors_allows_only_the_configured_origins(settings):
+def test_the_api_answers_only_the_configured_origins(settings):
     allowed = settings.model_copy(update={"cors_origins": ["http://localhost:8080"]})
+    preflight = {"Access-Control-Request-Method": "POST"}
     with TestClient(create_app(allowed)) as client:
-        preflight = {"Access-Control-Request-Method": "POST"}
-        good = client.options("/chat", headers=preflight | {"Origin": "http://localhost:8080"})
-        bad = client.options("/chat", headers=preflight | {"Origin": "http://evil.example"})
+        good = client.options(
+            "/api/v1/chat", headers=preflight | {"Origin": "http://localhost:8080"}
+        )
+        bad = client.options("/api/v1/chat", headers=preflight | {"Origin": "http://evil.example"})
     assert good.headers["access-control-allow-origin"] == "http://localhost:8080"
     assert "access-control-allow-origin" not in bad.headers
+    with TestClient(create_app(settings)) as client:  # no --cors-origin: no origin at all
+        none = client.options("/api/v1/chat", headers=preflight | {"Origin": "http://localhost"})
+    assert none.status_code == 405 and "access-control-allow-origin" not in none.headers
+
+
+def test_the_original_chat_answers_any_origin_as_the_original_server_did(client):
+    preflight = {
+        "Origin": "http://localhost:8080",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    answer = client.options("/chat", headers=preflight)
+    assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == "*"
+    assert "content-type" in answer.headers["access-control-allow-headers"].lower()
+    reply = client.post("/chat", json={"text": "Hi."}, headers={"Origin": "http://a.example"})
+    assert reply.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in reply.headers
 
 
 def test_a_model_trained_with_context_sees_the_conversations_last_turns(client):
@@ -155,15 +176,29 @@ def test_a_model_trained_with_context_sees_the_conversations_last_turns(client):
     assert seen == [[[]], [["One.", first["reply"]]], [[]]]
 
 
-def test_with_a_history_database_conversations_survive_a_restart(settings, tmp_path):
-    persistent = settings.model_copy(update={"history_db": tmp_path / "history.sqlite3"})
-    with TestClient(create_app(persistent)) as client:
+def test_conversations_in_the_database_survive_a_restart(settings):
+    with TestClient(create_app(settings)) as client:
         first = chat(client, message="Remember me?")
-    with TestClient(create_app(persistent)) as client:
+    with TestClient(create_app(settings)) as client:
         again = chat(client, message="Do you?", conversation_id=first["conversation_id"])
         rating = {"conversation_id": first["conversation_id"], "turn": 1, "rating": "up"}
         assert client.post("/api/v1/feedback", json=rating).status_code == 200
     assert again["turn"] == 2
+
+
+def test_without_a_database_named_conversations_stay_in_memory(settings, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    default = settings.model_copy(update={"database": None})
+    with TestClient(create_app(default)) as client:
+        first = chat(client, message="Remember me?")
+        rating = {"conversation_id": first["conversation_id"], "turn": 1, "rating": "up"}
+        assert client.post("/api/v1/feedback", json=rating).status_code == 200
+    with TestClient(create_app(default)) as client:
+        again = chat(client, message="Do you?", conversation_id=first["conversation_id"])
+    assert again["turn"] == 1  # a new process, no memory of the conversation
+    with sqlite3.connect(tmp_path / "data" / "rlchat" / "feedback.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM feedback").fetchone()[0] == 1
+        assert db.execute("SELECT count(*) FROM turns").fetchone()[0] == 0
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import uvicorn
 
 from rlchat.server import create_app
-from rlchat.server.storage import FeedbackStore
+from rlchat.server.storage import Database, FeedbackStore
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -40,13 +41,13 @@ except ImportError:
     unavailable("playwright is not installed (pip install -e '.[test]')")
 
 
-@pytest.fixture
-def live_server(settings) -> Iterator[str]:
-    """The app under uvicorn in a background thread, on a free loopback port."""
+@contextmanager
+def served(app) -> Iterator[str]:  # noqa: ANN001
+    """``app`` under uvicorn in a background thread, on a free loopback port."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -58,6 +59,12 @@ def live_server(settings) -> Iterator[str]:
     server.should_exit = True
     thread.join(10)
     sock.close()
+
+
+@pytest.fixture
+def live_server(settings) -> Iterator[str]:
+    with served(create_app(settings)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +119,9 @@ def test_chat_rate_and_switch_genre(page, settings):
     good = replies(page).first.get_by_role("button", name="Good reply")
     good.click()
     expect(good).to_have_attribute("aria-pressed", "true")
-    store = FeedbackStore(settings.feedback_path)
-    [rating] = store.ratings()
-    store.close()
+    database = Database(settings.database_location)
+    [rating] = FeedbackStore(database).ratings()
+    database.close()
     assert (rating["turn"], rating["rating"], rating["message"]) == (1, "up", "Hello there!")
 
     page.get_by_label("Genre").select_option("drama")
@@ -170,3 +177,58 @@ def test_a_failing_server_shows_a_visible_error(page):
     page.route("**/api/v1/chat", lambda route: route.abort())
     send(page, "Still there?")
     expect(alert).to_contain_text("Cannot reach the server")
+
+
+# What the original project's Vue front end does, with axios (an XMLHttpRequest): a JSON POST
+# from its own origin to the API's `/chat`, shown from `response.data.reply`.
+ORIGINAL_FRONT_END = """<!doctype html><html><body>
+<input id="text" value="How are you?"><button id="send">Send</button><p id="reply"></p>
+<script>
+document.getElementById("send").onclick = () => {
+  const request = new XMLHttpRequest();
+  request.open("POST", API + "/chat");
+  request.setRequestHeader("Content-Type", "application/json;charset=utf-8");
+  request.onload = () => {
+    document.getElementById("reply").textContent = JSON.parse(request.responseText).reply;
+  };
+  request.onerror = () => { document.getElementById("reply").textContent = "BLOCKED"; };
+  request.send(JSON.stringify({text: document.getElementById("text").value}));
+};
+</script></body></html>"""
+
+
+class Recorder:
+    """ASGI middleware noting each request's method and path (the preflight included)."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001
+        self.app, self.seen = app, []
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] == "http":
+            self.seen.append((scope["method"], scope["path"]))
+        await self.app(scope, receive, send)
+
+
+def test_the_original_front_end_on_another_origin_gets_its_reply(browser, settings):
+    """Cross-origin and preflighted, with no --cors-origin: `/chat` answers any origin."""
+    api = Recorder(create_app(settings))
+    with served(api) as api_url, served(front_end_app(api_url)) as front_end:
+        front_end = front_end.replace("127.0.0.1", "localhost")  # another origin
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(front_end)
+        page.click("#send")
+        expect(page.locator("#reply")).not_to_be_empty()
+        reply = page.locator("#reply").text_content()
+        context.close()
+    assert reply != "BLOCKED"
+    assert ("OPTIONS", "/chat") in api.seen and ("POST", "/chat") in api.seen
+
+
+def front_end_app(api_url: str):  # noqa: ANN201
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    html = ORIGINAL_FRONT_END.replace("<script>", f"<script>const API = {api_url!r};", 1)
+    return Starlette(routes=[Route("/", lambda request: HTMLResponse(html))])

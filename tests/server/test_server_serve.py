@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from rlchat.runs import RunError
 from rlchat.server import ServerSettings, serve
+from rlchat.server.settings import default_data_dir
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def test_a_missing_run_directory_is_refused_before_starting(tmp_path, uvicorn_ca
 
 
 def test_one_worker_runs_the_app_in_process(tiny_runs, tmp_path, uvicorn_calls):
-    serve([tiny_runs["comedy"]], port=8123, feedback_db=tmp_path / "f.sqlite3")
+    serve([tiny_runs["comedy"]], port=8123, database=tmp_path / "f.sqlite3")
     [(args, kwargs)] = uvicorn_calls
     assert isinstance(args[0], FastAPI) and kwargs["port"] == 8123
     assert args[0].state.settings.batch_wait_ms == ServerSettings().batch_wait_ms
@@ -44,7 +45,6 @@ def test_several_workers_get_the_settings_through_the_environment(
         runs,
         workers=3,
         cors_origins=["http://localhost:8080"],
-        feedback_db=tmp_path / "f.sqlite3",
         batch_wait_ms=0,
         device="cpu",
     )
@@ -55,4 +55,5 @@ def test_several_workers_get_the_settings_through_the_environment(
     assert seen.runs == [r.resolve() for r in runs]
     assert seen.cors_origins == ["http://localhost:8080"] and seen.batch_limit == 1
     # Workers share nothing else, so conversations go to a shared database.
-    assert seen.history_db == tmp_path / "history.sqlite3"
+    assert seen.database == str(default_data_dir() / "feedback.sqlite3")
+    assert seen.history_in_database

@@ -38,7 +38,7 @@ def test_sigterm_finishes_in_flight_requests_and_keeps_feedback(tiny_runs, tmp_p
     url = f"http://127.0.0.1:{port}"
     command = [
         sys.executable, "-m", "rlchat", "serve", str(tiny_runs["comedy"]), "--port", str(port),
-        "--feedback-db", str(feedback), "--batch-wait-ms", "800", "--device", "cpu",
+        "--database", str(feedback), "--batch-wait-ms", "800", "--device", "cpu",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

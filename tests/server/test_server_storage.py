@@ -1,4 +1,5 @@
-"""Conversations (memory LRU or SQLite) and feedback storage."""
+"""Conversations (memory LRU or the database) and feedback storage, on SQLite; the same stores
+on a real PostgreSQL server are tested in tests/deploy."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from rlchat.server.storage import FeedbackStore, MemoryConversations, SQLiteConversations
+from rlchat.server.storage import (
+    Database,
+    DatabaseConversations,
+    DatabaseUnavailable,
+    FeedbackStore,
+    MemoryConversations,
+    database_url,
+)
 
 
 def append(store, conversation_id: str, message: str):  # noqa: ANN001, ANN201
@@ -21,9 +29,12 @@ def conversations(request, tmp_path):  # noqa: ANN001, ANN201
     if request.param == "memory":
         store = MemoryConversations(max_conversations=100, turns_kept=3)
     else:
-        store = SQLiteConversations(tmp_path / "history.sqlite3", turns_kept=3)
+        database = Database(tmp_path / "history.sqlite3")
+        store = DatabaseConversations(database, turns_kept=3)
     yield store
     store.close()
+    if request.param == "sqlite":
+        database.close()
 
 
 def test_turns_are_numbered_and_the_last_ones_kept(conversations):
@@ -53,19 +64,21 @@ def test_memory_forgets_the_least_recent_conversation():
 
 def test_sqlite_history_survives_a_restart(tmp_path):
     path = tmp_path / "history.sqlite3"
-    first = SQLiteConversations(path, turns_kept=10)
-    append(first, "c", "before")
+    first = Database(path)
+    append(DatabaseConversations(first, turns_kept=10), "c", "before")
     first.close()
-    second = SQLiteConversations(path, turns_kept=10)
-    assert append(second, "c", "after").turn == 2
-    assert [t.message for t in second.recent("c")] == ["before", "after"]
+    second = Database(str(path))
+    conversations = DatabaseConversations(second, turns_kept=10)
+    assert append(conversations, "c", "after").turn == 2
+    assert [t.message for t in conversations.recent("c")] == ["before", "after"]
     second.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_feedback_keeps_the_rated_exchange_and_the_last_rating(tmp_path):
-    store = FeedbackStore(tmp_path / "nested" / "feedback.sqlite3")
+    database = Database(tmp_path / "nested" / "feedback.sqlite3")
+    store = FeedbackStore(database)
     turn = append(MemoryConversations(max_conversations=1, turns_kept=1), "c", "hello")
     store.rate(turn, rating="up", comment=None)
     store.rate(turn, rating="down", comment="rude")
@@ -77,4 +90,24 @@ def test_feedback_keeps_the_rated_exchange_and_the_last_rating(tmp_path):
         "comment": "rude",
         "reply": "re: hello",
     }
-    store.close()
+    database.close()
+
+
+def test_database_locations_name_their_backend(tmp_path):
+    assert database_url(tmp_path / "a.db").get_backend_name() == "sqlite"
+    url = database_url("postgresql://rlchat:secret@db.example:5432/rlchat")
+    assert url.drivername == "postgresql+psycopg" and url.database == "rlchat"
+    assert database_url("postgres://u@h/d").drivername == "postgresql+psycopg"
+    with pytest.raises(ValueError, match="mysql"):
+        database_url("mysql://u@h/d")
+
+
+def test_a_database_that_cannot_be_opened_is_unavailable_not_a_crash(tmp_path):
+    database = Database(tmp_path / "feedback.sqlite3")
+    database.check()
+    (tmp_path / "feedback.sqlite3").unlink()
+    (tmp_path / "feedback.sqlite3").mkdir()  # now a directory: SQLite cannot open it
+    database.engine.dispose()  # drop pooled connections to the old file
+    with pytest.raises(DatabaseUnavailable, match="retry later"):
+        database.check()
+    database.close()

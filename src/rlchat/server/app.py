@@ -10,6 +10,7 @@ import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rlchat import __version__
 from rlchat.server import routes
@@ -17,7 +18,12 @@ from rlchat.server.errors import install_error_handlers
 from rlchat.server.metrics import Metrics, MetricsMiddleware
 from rlchat.server.registry import load_models
 from rlchat.server.settings import ServerSettings
-from rlchat.server.storage import FeedbackStore, MemoryConversations, SQLiteConversations
+from rlchat.server.storage import (
+    Database,
+    DatabaseConversations,
+    FeedbackStore,
+    MemoryConversations,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,24 +40,52 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     models = load_models(settings, app.state.metrics)
-    if settings.history_db is not None:
-        conversations = SQLiteConversations(settings.history_db, turns_kept=settings.turns_kept)
+    database = Database(settings.database_location)
+    if settings.history_in_database:
+        conversations = DatabaseConversations(database, turns_kept=settings.turns_kept)
     else:
         conversations = MemoryConversations(
             max_conversations=settings.max_conversations, turns_kept=settings.turns_kept
         )
-    feedback = FeedbackStore(settings.feedback_path)
-    logger.info("feedback is stored in %s", settings.feedback_path)
+    feedback = FeedbackStore(database)
+    where = "ratings and conversations" if settings.history_in_database else "ratings"
+    logger.info("%s are stored in %s", where, database.name)
     await models.start()
     app.state.models, app.state.conversations, app.state.feedback = models, conversations, feedback
+    app.state.database = database
     try:
         yield
     finally:
         app.state.models = app.state.conversations = app.state.feedback = None
+        app.state.database = None
         await models.stop()
-        conversations.close()
-        feedback.close()
+        database.close()
+        app.state.metrics.close()  # a worker's exit, in multi-process metrics
         torch.set_num_threads(threads)
+
+
+class CORSByPath:
+    """The original `/chat` answers pages of any origin, as the original server did: it
+    carries no credentials and keeps no state, so a foreign page learns nothing by calling it
+    that it could not learn by calling it from anywhere else. The API, which keeps
+    conversations and ratings, answers only the origins listed (``--cors-origin``)."""
+
+    OPEN_PATHS = frozenset({"/chat"})
+
+    def __init__(self, app: ASGIApp, listed_origins: list[str]) -> None:
+        self.app = app
+        options = {"allow_methods": ["GET", "POST"], "allow_headers": ["Content-Type"]}
+        self.open = CORSMiddleware(app, allow_origins=["*"], **options)
+        self.listed = CORSMiddleware(app, allow_origins=listed_origins, **options)
+        self.any_listed = bool(listed_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in self.OPEN_PATHS:
+            await self.open(scope, receive, send)
+        elif scope["type"] == "http" and self.any_listed:
+            await self.listed(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
@@ -67,13 +101,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Content-Type"],
-        )
+    app.add_middleware(CORSByPath, listed_origins=settings.cors_origins)
     for router in (routes.api, routes.legacy, routes.operations, routes.page):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=routes.STATIC_DIR), name="static")

@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 
 from rlchat.server.metrics import Metrics
 from rlchat.server.registry import ModelRegistry
-from rlchat.server.storage import ConversationStore, FeedbackStore
+from rlchat.server.storage import ConversationStore, Database, FeedbackStore
 
 
 class NotReady(RuntimeError):
@@ -38,7 +38,12 @@ def get_feedback(request: Request) -> FeedbackStore:
     return _state(request, "feedback")
 
 
+def get_database(request: Request) -> Database:
+    return _state(request, "database")
+
+
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
 ConversationsDep = Annotated[ConversationStore, Depends(get_conversations)]
 FeedbackDep = Annotated[FeedbackStore, Depends(get_feedback)]
+DatabaseDep = Annotated[Database, Depends(get_database)]

@@ -15,6 +15,7 @@ from rlchat.server.batching import Overloaded
 from rlchat.server.deps import NotReady
 from rlchat.server.registry import UnknownChoice
 from rlchat.server.schemas import ErrorResponse, FieldError
+from rlchat.server.storage import DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,12 @@ async def on_unknown_choice(request: Request, error: UnknownChoice) -> JSONRespo
 
 
 async def on_unavailable(request: Request, error: Exception) -> JSONResponse:
+    if isinstance(error, DatabaseUnavailable):
+        # The cause (host, driver message) goes to the log; the client learns what to do.
+        logger.warning(
+            "database unavailable on %s %s: %s", request.method, request.url.path, error.__cause__
+        )
+        return error_response(503, "database_unavailable", str(error))
     code = "overloaded" if isinstance(error, Overloaded) else "not_ready"
     return error_response(503, code, str(error))
 
@@ -106,6 +113,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(UnknownChoice, on_unknown_choice)
     app.add_exception_handler(Overloaded, on_unavailable)
     app.add_exception_handler(NotReady, on_unavailable)
+    app.add_exception_handler(DatabaseUnavailable, on_unavailable)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
 

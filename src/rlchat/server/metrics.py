@@ -1,88 +1,108 @@
-"""Prometheus metrics in the text exposition format, without a client library.
+"""Prometheus metrics for `/metrics`, kept by ``prometheus_client``.
 
 Request counts and latencies per route template (never per raw path, so a scan of random URLs
 cannot grow the label set), errors by class, and the sizes of decoded batches, which show
-whether micro-batching gathers anything. Each worker process counts its own requests.
+whether micro-batching gathers anything.
+
+Each app owns a ``CollectorRegistry`` (not the library's global one), so several apps in one
+process do not collide. With several workers (``rlchat serve --workers N``), ``serve()`` points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before they start: ``prometheus_client`` then
+keeps every worker's values in files there, and any worker's `/metrics` sums all of them.
 """
 
 from __future__ import annotations
 
-import bisect
-import threading
+import os
 import time
-from collections import defaultdict
-from collections.abc import Iterable
 
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
-Labels = tuple[tuple[str, str], ...]
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-class Histogram:
-    """Cumulative-bucket histogram, one series per label set."""
+def multiprocess_mode() -> bool:
+    """Whether this process's values live in the multi-process directory's files.
 
-    def __init__(self, buckets: Iterable[float]) -> None:
-        self.buckets = tuple(buckets)
-        self.counts: dict[Labels, list[int]] = defaultdict(lambda: [0] * (len(self.buckets) + 1))
-        self.sums: dict[Labels, float] = defaultdict(float)
-
-    def observe(self, labels: Labels, value: float) -> None:
-        self.counts[labels][bisect.bisect_left(self.buckets, value)] += 1
-        self.sums[labels] += value
-
-    def lines(self, name: str) -> Iterable[str]:
-        for labels, counts in sorted(self.counts.items()):
-            cumulative = 0
-            for bound, count in zip((*self.buckets, float("inf")), counts, strict=True):
-                cumulative += count
-                le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                yield f"{name}_bucket{_labels((*labels, ('le', le)))} {cumulative}"
-            yield f"{name}_sum{_labels(labels)} {self.sums[labels]:.6f}"
-            yield f"{name}_count{_labels(labels)} {cumulative}"
+    ``prometheus_client`` decides once, when first imported: files if ``PROMETHEUS_MULTIPROC_DIR``
+    was set then, this process's memory otherwise. Rendering follows the same decision.
+    """
+    return values.ValueClass is not values.MutexValue
 
 
 class Metrics:
     """The server's counters and histograms; thread-safe, rendered by ``render()``."""
 
+    content_type = CONTENT_TYPE_LATEST
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: dict[Labels, int] = defaultdict(int)
-        self.errors: dict[Labels, int] = defaultdict(int)
-        self.latency = Histogram(LATENCY_BUCKETS)
-        self.batch_size = Histogram(BATCH_BUCKETS)
+        self.registry = CollectorRegistry()
+        self.multiprocess = multiprocess_mode()
+        self.requests = Counter(
+            "rlchat_http_requests",
+            "HTTP requests answered.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "rlchat_http_errors",
+            "Answers with a 4xx (client) or 5xx (server).",
+            ["route", "kind"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "rlchat_http_request_duration_seconds",
+            "Time to answer a request.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "rlchat_decode_batch_size",
+            "Requests decoded together.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        if self.multiprocess:
+            # The per-process values are in the files; one collector reads all workers'.
+            self._exposed = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self._exposed)
+        else:
+            self._exposed = self.registry
 
     def observe_request(self, *, method: str, route: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self.requests[(("method", method), ("route", route), ("status", str(status)))] += 1
-            self.latency.observe((("route", route),), seconds)
-            if status >= 400:
-                kind = "server" if status >= 500 else "client"
-                self.errors[(("route", route), ("kind", kind))] += 1
+        self.requests.labels(method=method, route=route, status=str(status)).inc()
+        self.latency.labels(route=route).observe(seconds)
+        if status >= 400:
+            kind = "server" if status >= 500 else "client"
+            self.errors.labels(route=route, kind=kind).inc()
 
     def observe_batch(self, model: str, size: int) -> None:
-        with self._lock:
-            self.batch_size.observe((("model", model),), size)
+        self.batch_size.labels(model=model).observe(size)
 
-    def render(self) -> str:
-        with self._lock:
-            lines = [
-                "# HELP rlchat_http_requests_total HTTP requests answered.",
-                "# TYPE rlchat_http_requests_total counter",
-                *_series("rlchat_http_requests_total", self.requests),
-                "# HELP rlchat_http_errors_total Answers with a 4xx (client) or 5xx (server).",
-                "# TYPE rlchat_http_errors_total counter",
-                *_series("rlchat_http_errors_total", self.errors),
-                "# HELP rlchat_http_request_duration_seconds Time to answer a request.",
-                "# TYPE rlchat_http_request_duration_seconds histogram",
-                *self.latency.lines("rlchat_http_request_duration_seconds"),
-                "# HELP rlchat_decode_batch_size Requests decoded together.",
-                "# TYPE rlchat_decode_batch_size histogram",
-                *self.batch_size.lines("rlchat_decode_batch_size"),
-            ]
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        """The text exposition format (``content_type``): all workers' sums in multi-process
+        mode, this app's own values otherwise."""
+        return generate_latest(self._exposed)
+
+    def close(self) -> None:
+        """At the worker's shutdown: ``prometheus_client``'s bookkeeping for a dead process
+        (it drops live gauges; counters and histograms of a dead worker keep counting in the
+        sums, as Prometheus expects of them)."""
+        if self.multiprocess:
+            multiprocess.mark_process_dead(os.getpid())
 
 
 class MetricsMiddleware:
@@ -115,15 +135,3 @@ class MetricsMiddleware:
                 status=status,
                 seconds=time.perf_counter() - started,
             )
-
-
-def _series(name: str, values: dict[Labels, int]) -> Iterable[str]:
-    for labels, value in sorted(values.items()):
-        yield f"{name}{_labels(labels)} {value}"
-
-
-def _labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    escaped = (v.replace("\\", "\\\\").replace('"', '\\"') for _, v in labels)
-    return "{" + ",".join(f'{k}="{v}"' for (k, _), v in zip(labels, escaped, strict=True)) + "}"

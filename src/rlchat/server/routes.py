@@ -13,7 +13,14 @@ from fastapi.responses import FileResponse, PlainTextResponse
 
 from rlchat.config import DecodeConfig
 from rlchat.rerank import NoBackwardModel, check_rerank
-from rlchat.server.deps import ConversationsDep, FeedbackDep, MetricsDep, ModelsDep, NotReady
+from rlchat.server.deps import (
+    ConversationsDep,
+    DatabaseDep,
+    FeedbackDep,
+    MetricsDep,
+    ModelsDep,
+    NotReady,
+)
 from rlchat.server.errors import ERROR_RESPONSES, ApiError
 from rlchat.server.registry import ServedModel
 from rlchat.server.schemas import (
@@ -145,17 +152,18 @@ def healthz() -> Status:
 
 
 @operations.get("/readyz", responses={503: ERROR_RESPONSES[503]})
-def readyz(models: ModelsDep) -> Status:
-    """Every model is loaded and its batcher running (readiness)."""
+def readyz(models: ModelsDep, database: DatabaseDep) -> Status:
+    """Every model is loaded, its batcher running, and the database answers (readiness)."""
     if not models.ready:
         raise NotReady("a model's batcher is not running")
+    database.check()
     return Status(status="ready", models=list(models.models))
 
 
 @operations.get("/metrics", response_class=PlainTextResponse)
 def metrics(registry: MetricsDep) -> PlainTextResponse:
     """Prometheus text format: requests, errors, latency and batch-size histograms."""
-    return PlainTextResponse(registry.render(), media_type="text/plain; version=0.0.4")
+    return PlainTextResponse(registry.render(), media_type=registry.content_type)
 
 
 @page.get("/")

@@ -45,11 +45,13 @@ class ServerSettings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description="origins allowed to call the API from a browser"
     )
-    history_db: Path | None = Field(
-        default=None, description="SQLite file for conversations (default: memory only)"
-    )
-    feedback_db: Path | None = Field(
-        default=None, description="SQLite file for ratings (default: in the user data dir)"
+    # One database for every replica behind a proxy: a rating may reach another replica than
+    # the reply it rates, so conversations are kept there too once a database is named.
+    database: str | None = Field(
+        default=None,
+        description="SQLite path or URL (sqlite:///..., postgresql://user:pw@host/db) for "
+        "ratings and conversations (default: ratings in SQLite in the user data dir, "
+        "conversations in memory)",
     )
     # A few milliseconds buys batches of many requests under load at a small cost when idle.
     batch_wait_ms: float = Field(
@@ -69,8 +71,13 @@ class ServerSettings(BaseSettings):
     )
 
     @property
-    def feedback_path(self) -> Path:
-        return self.feedback_db or default_data_dir() / "feedback.sqlite3"
+    def database_location(self) -> str:
+        return self.database or str(default_data_dir() / "feedback.sqlite3")
+
+    @property
+    def history_in_database(self) -> bool:
+        """Conversations go to the database when one is named, else stay in this process."""
+        return self.database is not None
 
     @property
     def batch_limit(self) -> int:

@@ -1,18 +1,18 @@
 """What the server remembers: recent turns of each conversation, and users' ratings of replies.
 
-Conversations live in a bounded in-memory LRU, or in SQLite when a history database is given
-(the one choice that survives restarts and is shared by several worker processes). Ratings
-always go to SQLite, together with the message and reply they rate: the raw material for
-learning from users later.
+Conversations live in a bounded in-memory LRU, or in the database when one is given (the
+choice that survives restarts and is shared by worker processes and by replicas behind a
+proxy). Ratings always go to the database, with the message and reply they rate: the raw
+material for learning from users later.
 
-SQLite is used from the event loop's worker threads: one connection per store, guarded by a
-lock, in WAL mode so that readers (and other worker processes) do not block the writer.
+The database is SQLite (a file, the embedded default) or PostgreSQL (several replicas, one
+database), through SQLAlchemy Core; the tables are created on start. A database that cannot
+be reached raises ``DatabaseUnavailable``, which the API answers with a 503.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections import OrderedDict, deque
@@ -21,6 +21,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 
 
 @dataclass(frozen=True)
@@ -106,59 +110,138 @@ class MemoryConversations:
         pass
 
 
-class SQLiteDatabase:
-    """One connection, one lock, WAL mode; ``transaction()`` commits or rolls back."""
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached (stopped, network down): retry later."""
 
-    def __init__(self, path: Path, schema: str) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._lock = threading.Lock()
-        # Waits for other worker processes' writes instead of failing at once.
-        self._connection = sqlite3.connect(path, check_same_thread=False, timeout=10.0)
-        self._connection.row_factory = sqlite3.Row
-        with self.transaction() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(schema)
+
+def database_url(location: str | Path) -> sa.URL:
+    """A SQLite path, ``sqlite:///path`` or ``postgresql://...`` as a SQLAlchemy URL (with the
+    psycopg 3 driver for PostgreSQL); anything else is refused by name."""
+    text = str(location)
+    if "://" not in text:
+        return sa.URL.create("sqlite", database=str(Path(text).expanduser().resolve()))
+    url = sa.make_url(text)
+    backend = url.get_backend_name()
+    if backend == "postgres":  # the spelling Heroku and others use
+        url, backend = url.set(drivername="postgresql"), "postgresql"
+    if backend == "postgresql":
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        return url
+    raise ValueError(f"unsupported database {url.drivername!r}: use a SQLite path or postgresql://")
+
+
+METADATA = sa.MetaData()
+# The same tables (and types) as the earlier hand-written SQLite schema: old files still open.
+TURNS = sa.Table(
+    "turns",
+    METADATA,
+    sa.Column("conversation_id", sa.Text, primary_key=True),
+    sa.Column("turn", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("reply", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("decoding", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+FEEDBACK = sa.Table(
+    "feedback",
+    METADATA,
+    sa.Column("conversation_id", sa.Text, primary_key=True),
+    sa.Column("turn", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("rating", sa.Text, sa.CheckConstraint("rating IN ('up', 'down')"), nullable=False),
+    sa.Column("comment", sa.Text),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("reply", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("decoding", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+
+LOCK_CONVERSATION = sa.text("SELECT pg_advisory_xact_lock(hashtext(:id))")
+
+
+class Database:
+    """An engine on ``location`` with the tables created; ``transaction()`` commits or rolls
+    back, and turns a lost connection into ``DatabaseUnavailable``."""
+
+    def __init__(self, location: str | Path) -> None:
+        self.url = database_url(location)
+        self.engine = _engine(self.url)
+        with self.transaction() as connection:
+            METADATA.create_all(connection)
+
+    @property
+    def name(self) -> str:
+        """The URL without its password: safe to log."""
+        return self.url.render_as_string(hide_password=True)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, self._connection:
-            yield self._connection
+    def transaction(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
+            # The DB-API's class for failures of the database, not of the query: refused or
+            # lost connections, a file that cannot be opened, a lock held too long.
+            backend = self.url.get_backend_name()
+            raise DatabaseUnavailable(
+                f"the database ({backend}) is not reachable; retry later"
+            ) from error
+
+    def check(self) -> None:
+        """Raise ``DatabaseUnavailable`` unless a query gets through now (readiness)."""
+        with self.transaction() as connection:
+            connection.execute(sa.text("SELECT 1"))
 
     def close(self) -> None:
-        with self._lock:
-            self._connection.close()
+        self.engine.dispose()
 
 
-CONVERSATIONS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS turns (
-    conversation_id TEXT NOT NULL,
-    turn INTEGER NOT NULL,
-    message TEXT NOT NULL,
-    reply TEXT NOT NULL,
-    model TEXT NOT NULL,
-    decoding TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (conversation_id, turn)
-);
-"""
+def _engine(url: sa.URL) -> Engine:
+    if url.get_backend_name() == "sqlite":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        # Waits for other processes' writes instead of failing at once.
+        engine = sa.create_engine(url, connect_args={"timeout": 10.0, "check_same_thread": False})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    # pre_ping: a connection the server dropped (a restart) is replaced, not handed out.
+    return sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=8,
+        max_overflow=8,
+        pool_timeout=5,
+        connect_args={"connect_timeout": 3},
+    )
 
 
-class SQLiteConversations:
-    """Every turn of every conversation, on disk; ``recent`` reads the last ``turns_kept``."""
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    # WAL: readers (and other worker processes) do not block the writer.
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
-    def __init__(self, path: Path, *, turns_kept: int) -> None:
-        self.db = SQLiteDatabase(path, CONVERSATIONS_SCHEMA)
+
+class DatabaseConversations:
+    """Every turn of every conversation in the database; ``recent`` reads the last
+    ``turns_kept``."""
+
+    def __init__(self, database: Database, *, turns_kept: int) -> None:
+        self.db = database
         self.turns_kept = turns_kept
 
     def recent(self, conversation_id: str) -> list[Turn]:
+        query = (
+            sa.select(TURNS)
+            .where(TURNS.c.conversation_id == conversation_id)
+            .order_by(TURNS.c.turn.desc())
+            .limit(self.turns_kept)
+        )
         with self.db.transaction() as db:
-            rows = db.execute(
-                "SELECT * FROM turns WHERE conversation_id = ? ORDER BY turn DESC LIMIT ?",
-                (conversation_id, self.turns_kept),
-            ).fetchall()
+            rows = db.execute(query).mappings().all()
         return [_turn(row) for row in reversed(rows)]
 
     def append(
@@ -170,36 +253,42 @@ class SQLiteConversations:
         model: str,
         decoding: dict[str, Any],
     ) -> Turn:
+        # The number is computed inside the INSERT. SQLite takes its write lock before the
+        # statement reads; PostgreSQL reads a snapshot, so appends to one conversation (from any
+        # replica) are serialised by a transaction-scoped advisory lock on its id.
+        next_turn = (
+            sa.select(sa.func.coalesce(sa.func.max(TURNS.c.turn), 0) + 1)
+            .where(TURNS.c.conversation_id == conversation_id)
+            .scalar_subquery()
+        )
+        values = {
+            "conversation_id": conversation_id,
+            "turn": next_turn,
+            "message": message,
+            "reply": reply,
+            "model": model,
+            "decoding": json.dumps(decoding),
+            "created_at": time.time(),
+        }
         with self.db.transaction() as db:
-            # The number is computed inside the INSERT, so two worker processes cannot collide.
-            number = db.execute(
-                "INSERT INTO turns SELECT ?, COALESCE(MAX(turn), 0) + 1, ?, ?, ?, ?, ? "
-                "FROM turns WHERE conversation_id = ? RETURNING turn",
-                (
-                    conversation_id,
-                    message,
-                    reply,
-                    model,
-                    json.dumps(decoding),
-                    time.time(),
-                    conversation_id,
-                ),
-            ).fetchone()[0]
+            if db.dialect.name == "postgresql":
+                db.execute(LOCK_CONVERSATION, {"id": conversation_id})
+            number = db.execute(TURNS.insert().values(values).returning(TURNS.c.turn)).scalar_one()
         return Turn(conversation_id, number, message, reply, model, decoding)
 
     def get(self, conversation_id: str, turn: int) -> Turn | None:
+        query = sa.select(TURNS).where(
+            TURNS.c.conversation_id == conversation_id, TURNS.c.turn == turn
+        )
         with self.db.transaction() as db:
-            row = db.execute(
-                "SELECT * FROM turns WHERE conversation_id = ? AND turn = ?",
-                (conversation_id, turn),
-            ).fetchone()
+            row = db.execute(query).mappings().first()
         return None if row is None else _turn(row)
 
     def close(self) -> None:
-        self.db.close()
+        pass  # the database is closed by its owner
 
 
-def _turn(row: sqlite3.Row) -> Turn:
+def _turn(row: Any) -> Turn:
     return Turn(
         conversation_id=row["conversation_id"],
         turn=row["turn"],
@@ -210,50 +299,39 @@ def _turn(row: sqlite3.Row) -> Turn:
     )
 
 
-FEEDBACK_SCHEMA = """
-CREATE TABLE IF NOT EXISTS feedback (
-    conversation_id TEXT NOT NULL,
-    turn INTEGER NOT NULL,
-    rating TEXT NOT NULL CHECK (rating IN ('up', 'down')),
-    comment TEXT,
-    message TEXT NOT NULL,
-    reply TEXT NOT NULL,
-    model TEXT NOT NULL,
-    decoding TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (conversation_id, turn)
-);
-"""
-
-
 class FeedbackStore:
     """Ratings of replies; a second rating of the same turn replaces the first."""
 
-    def __init__(self, path: Path) -> None:
-        self.db = SQLiteDatabase(path, FEEDBACK_SCHEMA)
+    def __init__(self, database: Database) -> None:
+        self.db = database
+        dialect = postgresql if database.url.get_backend_name() == "postgresql" else sqlite
+        self._insert = dialect.insert
 
     def rate(self, turn: Turn, *, rating: str, comment: str | None) -> None:
+        values = {
+            "conversation_id": turn.conversation_id,
+            "turn": turn.turn,
+            "rating": rating,
+            "comment": comment,
+            "message": turn.message,
+            "reply": turn.reply,
+            "model": turn.model,
+            "decoding": json.dumps(turn.decoding),
+            "created_at": time.time(),
+        }
+        insert = self._insert(FEEDBACK).values(values)
+        upsert = insert.on_conflict_do_update(
+            index_elements=[FEEDBACK.c.conversation_id, FEEDBACK.c.turn],
+            set_={k: insert.excluded[k] for k in ("rating", "comment", "created_at")},
+        )
         with self.db.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    turn.conversation_id,
-                    turn.turn,
-                    rating,
-                    comment,
-                    turn.message,
-                    turn.reply,
-                    turn.model,
-                    json.dumps(turn.decoding),
-                    time.time(),
-                ),
-            )
+            db.execute(upsert)
 
     def ratings(self) -> list[dict[str, Any]]:
         """Every stored rating, oldest first (for export and tests)."""
         with self.db.transaction() as db:
-            rows = db.execute("SELECT * FROM feedback ORDER BY created_at").fetchall()
-        return [dict(row) for row in rows]
+            rows = db.execute(sa.select(FEEDBACK).order_by(FEEDBACK.c.created_at)).mappings()
+            return [dict(row) for row in rows]
 
     def close(self) -> None:
-        self.db.close()
+        pass  # the database is closed by its owner
