@@ -3,6 +3,14 @@
     python benchmarks/serve_load.py --run runs/comedy-ce
     python benchmarks/serve_load.py --train-steps 20          # trains a model briefly first
     python benchmarks/serve_load.py --run runs/comedy-ce --server-cpus 0 1   # pin the server
+    python benchmarks/serve_load.py --through nginx --replicas 2 --levels 32
+
+With ``--through nginx`` the deployment's topology is measured instead (tests/helpers/
+topology.py: a PostgreSQL server, ``--replicas`` `rlchat serve` processes sharing it, Debian's
+nginx with deploy/nginx/rlchat.conf in front): one replica direct against nginx over all
+replicas, at each level, in the same run; then chatting-and-rating users through nginx while
+one replica is killed (SIGKILL) mid-run, counting failed requests and acknowledged ratings
+missing from PostgreSQL.
 
 The server (`rlchat.server.serve`, greedy, default model) runs in its own process on
 127.0.0.1; a second process drives it with N connections, each sending its next request as
@@ -22,6 +30,7 @@ import os
 import platform
 import re
 import statistics
+import sys
 import tempfile
 import time
 import urllib.request
@@ -193,6 +202,89 @@ def measure_mode(args: argparse.Namespace, run: Path, batch_wait_ms: float) -> l
     return rows
 
 
+def measure_through_nginx(args: argparse.Namespace, run: Path, batch_wait_ms: float) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "helpers"))
+    from topology import Nginx, Postgres, Replica, chat_and_rate, missing_tools
+
+    if missing := missing_tools():
+        raise SystemExit(f"--through nginx needs {', '.join(missing)}")
+    spawn = get_context("spawn")
+    with tempfile.TemporaryDirectory() as logs:
+        postgres = Postgres().start()
+        options = ("--batch-wait-ms", str(batch_wait_ms))
+        replicas = [
+            Replica(run, postgres.url, Path(logs) / f"replica-{i}.log", *options)
+            for i in range(args.replicas)
+        ]
+        nginx = None
+        try:
+            for replica in replicas:
+                replica.start()
+            nginx = Nginx([r.port for r in replicas]).start()
+            paths = {"one replica direct": replicas[0].port,
+                     f"nginx, {args.replicas} replicas": nginx.port}  # fmt: skip
+            rows = []
+            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as driver:
+                for port in paths.values():
+                    driver.submit(drive, port, 4, 100, 10.0).result()  # warm-up, not reported
+                for level in args.levels:
+                    for path, port in paths.items():
+                        row = driver.submit(drive, port, level, args.requests, args.seconds)
+                        rows.append({"path": path, **row.result()})
+                        logging.info("%s", rows[-1])
+
+            async def kill_one() -> None:
+                await asyncio.sleep(args.seconds / 3)
+                replicas[-1].kill()
+
+            load = asyncio.run(chat_and_rate(nginx.url, 32, args.seconds, during=kill_one()))
+            stored = set(postgres.query("SELECT conversation_id, turn FROM feedback"))
+            fault = {
+                "clients": 32,
+                "seconds": round(load["seconds"], 1),
+                "requests": load["requests"],
+                "failed": len(load["failures"]),
+                "failed_share": round(len(load["failures"]) / max(load["requests"], 1), 4),
+                "ratings_acknowledged": len(load["acknowledged"]),
+                "ratings_lost": len(load["acknowledged"] - stored),
+                "failure_samples": sorted(set(load["failures"]))[:3],
+            }
+            logging.info("kill one replica: %s", fault)
+        finally:
+            if nginx:
+                nginx.stop()
+            for replica in replicas:
+                replica.stop()
+            postgres.close()
+    return {"rows": rows, "kill_one_replica": fault}
+
+
+def nginx_markdown(result: dict) -> str:
+    lines = [
+        "| path | concurrency | requests | req/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['path']} | {r['concurrency']} | {r['requests']} | {r['rps']} | "
+            f"{r['p50_ms']} | {r['p99_ms']} | {r['errors']} |"
+        )
+    by_level: dict[int, dict[str, float]] = {}
+    for r in result["rows"]:
+        by_level.setdefault(r["concurrency"], {})[r["path"]] = r["rps"]
+    for level, rps in by_level.items():
+        direct, through = rps.values()
+        lines.append(f"\nreq/s through nginx / one replica direct at {level}: "
+                     f"{through / direct:.2f}")  # fmt: skip
+    k = result["kill_one_replica"]
+    lines.append(
+        f"kill one replica under {k['clients']} users ({k['seconds']} s): {k['failed']} of "
+        f"{k['requests']} requests failed ({k['failed_share']:.2%}, goal <= 1%), "
+        f"{k['ratings_lost']} of {k['ratings_acknowledged']} acknowledged ratings lost (goal 0)"
+    )
+    return "\n".join(lines)
+
+
 def train_briefly(corpus: Path, steps: int, out: Path) -> Path:
     """A default-size model after a few steps: its decode cost is a trained model's."""
     from rlchat.config import CrossEntropyConfig, DataConfig, ModelConfig, TokenizerConfig
@@ -211,6 +303,14 @@ def train_briefly(corpus: Path, steps: int, out: Path) -> Path:
         tensorboard=False,
     )
     return out
+
+
+def machine() -> str:
+    """The CPU's model name (platform.processor() is empty on Linux)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
 
 
 def markdown(rows: list[dict]) -> str:
@@ -252,16 +352,31 @@ def main() -> None:
         "--server-cpus", type=int, nargs="+", default=None, help="pin the server to these CPUs"
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--through", choices=["nginx"], help="measure the deployment: nginx over replicas"
+    )
+    parser.add_argument("--replicas", type=int, default=2, help="replicas behind nginx")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
 
     from rlchat.server.settings import ServerSettings
 
     wait_ms = args.wait_ms if args.wait_ms is not None else ServerSettings().batch_wait_ms
     with tempfile.TemporaryDirectory() as scratch:
         run = args.run or train_briefly(args.corpus, args.train_steps, Path(scratch) / "run")
-        rows = measure_mode(args, run, wait_ms) + measure_mode(args, run, 0.0)
+        if args.through:
+            result = measure_through_nginx(args, run, wait_ms)
+        else:
+            rows = measure_mode(args, run, wait_ms) + measure_mode(args, run, 0.0)
     cpus = len(args.server_cpus) if args.server_cpus else os.cpu_count()
+    if args.through:
+        print(f"machine: {machine()}, everything on {os.cpu_count()} CPUs")
+        print(f"model: {run}, greedy; batching on = {wait_ms} ms wait")
+        print(nginx_markdown(result))
+        if args.json:
+            args.json.write_text(json.dumps({"wait_ms": wait_ms, **result}, indent=2))
+        return
     print(f"machine: {platform.processor() or platform.machine()}, server on {cpus} CPUs")
     print(f"model: {run}, greedy; batching on = {wait_ms} ms wait")
     print(markdown(rows))

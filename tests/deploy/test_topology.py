@@ -11,7 +11,6 @@ import asyncio
 import os
 import random
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,15 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helpers"))
-from topology import Nginx, Postgres, Replica, http_status, missing_tools, wait_for  # noqa: E402
+from topology import (  # noqa: E402
+    Nginx,
+    Postgres,
+    Replica,
+    chat_and_rate,
+    http_status,
+    missing_tools,
+    wait_for,
+)
 
 from rlchat.server.storage import Database, DatabaseConversations, FeedbackStore  # noqa: E402
 
@@ -117,41 +124,6 @@ def test_nginx_refuses_big_bodies_and_keeps_metrics_private(nginx, replicas):
     assert http_status(f"{replicas[0].url}/metrics") == 200  # scraped on the replica's port
 
 
-async def load(url: str, clients: int, seconds: float, on_the_way) -> dict:  # noqa: ANN001
-    """``clients`` users chatting and rating each reply until ``seconds`` pass; every rating
-    the API acknowledged is recorded, so none can be lost unseen."""
-    results = {"requests": 0, "failures": [], "acknowledged": set()}
-    deadline = time.monotonic() + seconds
-
-    async def user(client: httpx.AsyncClient, number: int) -> None:
-        while time.monotonic() < deadline:
-            results["requests"] += 1
-            try:
-                reply = await client.post(
-                    "/api/v1/chat",
-                    json={"message": f"user {number} says hi", "decoding": {"strategy": "greedy"}},
-                )
-                if reply.status_code != 200:
-                    results["failures"].append(f"chat {reply.status_code}")
-                    continue
-                turn = reply.json()
-                rating = {"conversation_id": turn["conversation_id"], "turn": turn["turn"],
-                          "rating": random.choice(["up", "down"])}  # fmt: skip
-                results["requests"] += 1
-                rated = await client.post("/api/v1/feedback", json=rating)
-                if rated.status_code == 200:
-                    results["acknowledged"].add((turn["conversation_id"], turn["turn"]))
-                else:
-                    results["failures"].append(f"feedback {rated.status_code}")
-            except httpx.HTTPError as error:
-                results["failures"].append(repr(error))
-
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-        await asyncio.gather(*(user(client, i) for i in range(clients)), on_the_way())
-    return results
-
-
 @pytest.mark.slow
 def test_killing_a_replica_under_load_loses_no_request_and_no_rating(nginx, replicas, postgres):
     killed, survivor = replicas
@@ -162,7 +134,7 @@ def test_killing_a_replica_under_load_loses_no_request_and_no_rating(nginx, repl
         await asyncio.sleep(3)
         assert http_status(f"{survivor.url}/readyz") == 200
 
-    results = asyncio.run(load(nginx.url, clients=32, seconds=8, on_the_way=kill_then_restart))
+    results = asyncio.run(chat_and_rate(nginx.url, 32, 8, during=kill_then_restart()))
     assert results["requests"] > 200
     assert len(results["failures"]) <= 0.01 * results["requests"], results["failures"][:5]
     stored = set(postgres.query("SELECT conversation_id, turn FROM feedback"))

@@ -7,7 +7,9 @@ tests and CI do, so as root its server runs as ``nobody`` (``runuser``).
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import shutil
 import signal
 import socket
@@ -256,3 +258,45 @@ http {{
             raise RuntimeError(f"nginx exited: {self.process.stderr.read().decode()[-2000:]}")
         with socket.create_connection(("127.0.0.1", self.port), timeout=1):
             return True
+
+
+async def chat_and_rate(url: str, clients: int, seconds: float, during=None) -> dict:  # noqa: ANN001
+    """``clients`` users chatting and rating each reply until ``seconds`` pass, while the
+    coroutine ``during`` (a fault, say) runs; every rating the API acknowledged is recorded,
+    so that none can be lost unseen."""
+    import httpx
+
+    results = {"requests": 0, "failures": [], "acknowledged": set()}
+    started = time.monotonic()
+    deadline = time.monotonic() + seconds
+
+    async def user(client: httpx.AsyncClient, number: int) -> None:
+        while time.monotonic() < deadline:
+            results["requests"] += 1
+            try:
+                reply = await client.post(
+                    "/api/v1/chat",
+                    json={"message": f"user {number} says hi", "decoding": {"strategy": "greedy"}},
+                )
+                if reply.status_code != 200:
+                    results["failures"].append(f"chat {reply.status_code}")
+                    continue
+                turn = reply.json()
+                rating = {"conversation_id": turn["conversation_id"], "turn": turn["turn"],
+                          "rating": random.choice(["up", "down"])}  # fmt: skip
+                results["requests"] += 1
+                rated = await client.post("/api/v1/feedback", json=rating)
+                if rated.status_code == 200:
+                    results["acknowledged"].add((turn["conversation_id"], turn["turn"]))
+                else:
+                    results["failures"].append(f"feedback {rated.status_code}")
+            except httpx.HTTPError as error:
+                results["failures"].append(repr(error))
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+        await asyncio.gather(
+            *(user(client, i) for i in range(clients)), *([during] if during else [])
+        )
+    results["seconds"] = time.monotonic() - started
+    return results
