@@ -57,3 +57,19 @@ def test_several_workers_get_the_settings_through_the_environment(
     # Workers share nothing else, so conversations go to a shared database.
     assert seen.database == str(default_data_dir() / "feedback.sqlite3")
     assert seen.history_in_database
+
+
+def test_the_database_may_come_from_the_environment(tiny_runs, monkeypatch, uvicorn_calls):
+    """As the systemd unit passes it: no password on the command line."""
+    from typer.testing import CliRunner
+
+    from rlchat.cli import app
+
+    url = "postgresql://rlchat:secret@127.0.0.1:5432/rlchat"
+    monkeypatch.setenv("RLCHAT_DATABASE", url)
+    result = CliRunner().invoke(app, ["serve", str(tiny_runs["comedy"]), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    [(args, _)] = uvicorn_calls
+    assert args[0].state.settings.database == url
+    bad = CliRunner().invoke(app, ["serve", str(tiny_runs["comedy"]), "--database", "mysql://x"])
+    assert bad.exit_code != 0 and "--database" in bad.output
