@@ -4,8 +4,8 @@
 #   podman build --format docker --build-arg WHEELS=wheels -t rlchat .   # offline: ./wheels
 #   podman run -p 8000:8000 -v ./runs/ce:/models:ro rlchat            # or docker ...
 #
-# The server runs as an unprivileged user: the run directories must be world-readable
-# (chmod -R a+rX runs).
+# The server runs as an unprivileged user: runs are written world-readable (runs made by
+# older versions may need chmod -R a+rX runs).
 #
 # (--format docker keeps the HEALTHCHECK, which the OCI format has no field for.)
 # WHEELS names a directory in the build context holding every wheel rlchat needs, torch

@@ -43,6 +43,14 @@ def test_bundle_reloads_to_identical_outputs(tmp_path, config):
     assert rebuilt.decoder.out.weight is rebuilt.encoder.embedding.weight
 
 
+def test_a_bundle_is_readable_by_other_users(tmp_path, config):
+    """A server in a container or under systemd runs as another user than the trainer."""
+    model, _ = model_and_outputs(config)
+    path = save_bundle(tmp_path / "b", model=model, config={}, tokenizer_json="{}")
+    assert path.stat().st_mode & 0o755 == 0o755
+    assert all(f.stat().st_mode & 0o044 == 0o044 for f in path.iterdir())
+
+
 def test_corrupt_file_is_detected(tmp_path, config):
     model, _ = model_and_outputs(config)
     path = save_bundle(tmp_path / "b", model=model, config={}, tokenizer_json="{}")

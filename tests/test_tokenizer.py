@@ -291,6 +291,7 @@ def test_save_and_load_keep_encodings_and_leave_no_temporary_file(
     path.write_text("an older file")
     tokenizer.save(path)
     assert list(tmp_path.iterdir()) == [path]
+    assert path.stat().st_mode & 0o044 == 0o044  # readable by a server running as another user
     restored = ChatTokenizer.load(path)
     assert restored.kind == tokenizer.kind
     assert restored.encode_batch(corpus_texts[:200]) == tokenizer.encode_batch(corpus_texts[:200])

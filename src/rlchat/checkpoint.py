@@ -154,6 +154,9 @@ def save_bundle(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    # mkdtemp makes 0700: a server running as another user (the image's, systemd's) could
+    # not read the run.
+    os.chmod(tmp, 0o755)
     try:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         # Tied weights appear under two names; safetensors refuses shared storage.
@@ -166,6 +169,7 @@ def save_bundle(
         checksums = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
         (tmp / CHECKSUMS_FILE).write_text(json.dumps(checksums, indent=2), encoding="utf-8")
         for p in tmp.iterdir():
+            os.chmod(p, 0o644)  # safetensors writes 0600
             with open(p, "rb") as handle:
                 os.fsync(handle.fileno())
         if path.exists():

@@ -271,6 +271,7 @@ class ChatTokenizer:
                 file.write(self.to_json())
                 file.flush()
                 os.fsync(file.fileno())
+            os.chmod(temporary, 0o644)  # mkstemp makes 0600; a tokenizer is no secret
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
