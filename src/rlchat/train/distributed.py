@@ -7,6 +7,7 @@ writes checkpoints. Without torchrun everything here is a no-op (world size 1).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from dataclasses import dataclass
@@ -75,8 +76,22 @@ def init_world(device: torch.device) -> World:
         if device.type == "cuda":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
+        # A process leaving with the group alive may abort in gloo's threads at exit
+        # ("terminate called without an active exception"), failing a run that succeeded.
+        atexit.register(_leave_world)
         logger.info("rank %d of %d joined (%s)", rank, size, backend)
     return World(rank=rank, size=size, local_rank=local_rank)
+
+
+def _leave_world() -> None:
+    """Wait for every rank, then take the group down: a rank leaving while another still
+    works (rank 0 writing its checkpoint) tears gloo's connections from under it. When a
+    rank crashed, torchrun stops the others, so the barrier cannot wait for ever."""
+    if dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def device_for(world: World, device: torch.device) -> torch.device:
