@@ -413,3 +413,28 @@ def test_the_nucleus_found_among_the_best_tokens_is_the_full_sorts(top_p):
     kept = torch.isfinite(nucleus(logits, top_p))
     assert torch.equal(kept, ~expected)
     assert int(kept[-1].sum()) > NUCLEUS_SEARCH[0]  # the flat rows searched further
+
+
+@pytest.mark.parametrize("tries", [2, 0])  # 0: every row takes the exact filter
+def test_nucleus_draws_follow_the_renormalised_nucleus(tries):
+    from rlchat.decoding.sampling import nucleus, nucleus_sample
+
+    g = torch.Generator().manual_seed(3)
+    logits = (torch.randn(1, 12, generator=g) * 1.5).expand(40_000, 12).contiguous()
+    draws = nucleus_sample(logits, 0.8, torch.Generator().manual_seed(0), tries=tries)
+    kept = torch.isfinite(nucleus(logits[:1], 0.8))[0]
+    assert kept.sum() < 12 and bool(kept[draws].all())  # nothing outside the nucleus
+    expected = logits[0].masked_fill(~kept, float("-inf")).softmax(-1)
+    seen = torch.bincount(draws, minlength=12).double() / len(draws)
+    # 40,000 draws: a share's standard error is at most 0.0025.
+    torch.testing.assert_close(seen, expected.double(), atol=0.012, rtol=0)
+    again = nucleus_sample(logits, 0.8, torch.Generator().manual_seed(0), tries=tries)
+    assert torch.equal(draws, again)  # seeded: the same draws
+
+
+def test_a_tiny_nucleus_is_the_best_token_whatever_the_draw():
+    from rlchat.decoding.sampling import nucleus_sample
+
+    logits = torch.tensor([[0.0, 0.1, 0.2, 3.0]]).expand(500, 4)
+    draws = nucleus_sample(logits, 0.01, torch.Generator().manual_seed(1))
+    assert bool((draws == 3).all())

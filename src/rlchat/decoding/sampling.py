@@ -63,6 +63,36 @@ def nucleus(logits: Tensor, top_p: float) -> Tensor:
     return logits.masked_fill(~keep, float("-inf"))
 
 
+def nucleus_sample(
+    logits: Tensor, top_p: float, generator: torch.Generator | None = None, tries: int = 2
+) -> Tensor:
+    """One draw per row from the nucleus of softmax(logits) (A, V) -> (A,), mostly without
+    finding the nucleus.
+
+    Rejection sampling: draw from the whole distribution and keep the draw when the tokens
+    more probable than it hold less than ``top_p``, the test by which `nucleus` keeps a token.
+    A kept draw is distributed as the renormalised nucleus, and is kept with probability the
+    nucleus's mass (at least p), so almost every row is done after one draw and one pass over
+    its probabilities; the rows that miss ``tries`` times take the exact filter. Finding the
+    nucleus (top-k searches) every step was a fifth of an MMI reply's time.
+    """
+    probs = logits.softmax(dim=-1)  # (A, V)
+    tokens = torch.empty(logits.size(0), dtype=torch.long, device=logits.device)
+    rows = torch.arange(logits.size(0), device=logits.device)
+    for _ in range(tries):
+        draws = inverse_cdf_sample(logits[rows], generator)  # (r,)
+        row_probs = probs[rows]
+        chosen = row_probs.gather(1, draws[:, None])  # (r, 1)
+        better = (row_probs * (row_probs > chosen)).sum(dim=-1)  # mass before the draw
+        kept = better < top_p
+        tokens[rows[kept]] = draws[kept]
+        rows = rows[~kept]
+        if not len(rows):
+            return tokens
+    tokens[rows] = inverse_cdf_sample(nucleus(logits[rows], top_p), generator)
+    return tokens
+
+
 class Sampling(GreedySearch):
     """Greedy search's bookkeeping, with a sampled token instead of the argmax.
 
@@ -87,11 +117,10 @@ class Sampling(GreedySearch):
 
     def choose(self, log_probs: Tensor) -> Tensor:
         logits = filter_logits(
-            log_probs,
-            temperature=self.config.temperature,
-            top_k=self.config.top_k,
-            top_p=self.config.top_p,
+            log_probs, temperature=self.config.temperature, top_k=self.config.top_k, top_p=1.0
         )
+        if self.config.top_p < 1.0:
+            return nucleus_sample(logits, self.config.top_p, self.generator)
         return inverse_cdf_sample(logits, self.generator)
 
 
