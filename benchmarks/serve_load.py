@@ -128,6 +128,11 @@ async def connection(
             latencies.append(time.perf_counter() - started)
             if not status_line.startswith(b"HTTP/1.1 200"):
                 errors.append(status_line.decode("latin-1").strip())
+            if re.search(r"(?i)^connection: *close", headers, re.MULTILINE):
+                # As a browser does: nginx closes a keep-alive connection after
+                # keepalive_requests (1,000) answers, and says so in the last one.
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
     except (OSError, asyncio.IncompleteReadError) as error:
         errors.append(repr(error))
     finally:
