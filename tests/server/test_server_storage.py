@@ -100,6 +100,24 @@ def test_database_locations_name_their_backend(tmp_path):
     assert database_url("postgres://u@h/d").drivername == "postgresql+psycopg"
     with pytest.raises(ValueError, match="mysql"):
         database_url("mysql://u@h/d")
+    with pytest.raises(ValueError, match="neither a path nor a URL") as typo:
+        database_url("postgresql//rlchat:secret@h/db")  # a colon missing: not a file name
+    assert "secret" not in str(typo.value)
+    with pytest.raises(ValueError, match="not a database URL"):
+        database_url("postgresql://rlchat:secret@h:port/db")
+
+
+def test_a_new_rating_of_a_turn_keeps_the_exchange_it_rates(tmp_path):
+    """Without a database, turn 1 of a conversation is another reply after a restart."""
+    database = Database(tmp_path / "feedback.sqlite3")
+    store = FeedbackStore(database)
+    before = append(MemoryConversations(max_conversations=1, turns_kept=1), "c", "hello")
+    after = append(MemoryConversations(max_conversations=1, turns_kept=1), "c", "bye")
+    store.rate(before, rating="up", comment=None)
+    store.rate(after, rating="down", comment=None)
+    [row] = store.ratings()
+    assert (row["message"], row["reply"], row["rating"]) == ("bye", "re: bye", "down")
+    database.close()
 
 
 def test_a_database_that_cannot_be_opened_is_unavailable_not_a_crash(tmp_path):

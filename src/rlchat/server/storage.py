@@ -118,9 +118,14 @@ def database_url(location: str | Path) -> sa.URL:
     """A SQLite path, ``sqlite:///path`` or ``postgresql://...`` as a SQLAlchemy URL (with the
     psycopg 3 driver for PostgreSQL); anything else is refused by name."""
     text = str(location)
+    if "://" not in text and text.lower().startswith("postgres"):
+        raise ValueError(f"{_hidden(text)} is neither a path nor a URL (postgresql://...)")
     if "://" not in text:
         return sa.URL.create("sqlite", database=str(Path(text).expanduser().resolve()))
-    url = sa.make_url(text)
+    try:
+        url = sa.make_url(text)
+    except (sa.exc.ArgumentError, ValueError):  # a bad port, say
+        raise ValueError(f"{_hidden(text)} is not a database URL") from None
     backend = url.get_backend_name()
     if backend == "postgres":  # the spelling Heroku and others use
         url, backend = url.set(drivername="postgresql"), "postgresql"
@@ -129,6 +134,11 @@ def database_url(location: str | Path) -> sa.URL:
     if backend == "sqlite":
         return url
     raise ValueError(f"unsupported database {url.drivername!r}: use a SQLite path or postgresql://")
+
+
+def _hidden(text: str) -> str:
+    """A location fit for an error message: whatever follows a colon may be a password."""
+    return text.split(":", 1)[0] + (":..." if ":" in text else "")
 
 
 METADATA = sa.MetaData()
@@ -160,6 +170,8 @@ FEEDBACK = sa.Table(
 
 
 LOCK_CONVERSATION = sa.text("SELECT pg_advisory_xact_lock(hashtext(:id))")
+# Replicas starting together on an empty database would race to create the tables.
+LOCK_SCHEMA = sa.text("SELECT pg_advisory_xact_lock(hashtext('rlchat schema'))")
 
 
 class Database:
@@ -170,6 +182,8 @@ class Database:
         self.url = database_url(location)
         self.engine = _engine(self.url)
         with self.transaction() as connection:
+            if self.url.get_backend_name() == "postgresql":
+                connection.execute(LOCK_SCHEMA)
             METADATA.create_all(connection)
 
     @property
@@ -182,9 +196,10 @@ class Database:
         try:
             with self.engine.begin() as connection:
                 yield connection
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as error:
             # The DB-API's class for failures of the database, not of the query: refused or
-            # lost connections, a file that cannot be opened, a lock held too long.
+            # lost connections, a file that cannot be opened, a lock held too long, a
+            # statement past its timeout; and every pooled connection busy.
             backend = self.url.get_backend_name()
             raise DatabaseUnavailable(
                 f"the database ({backend}) is not reachable; retry later"
@@ -203,17 +218,31 @@ def _engine(url: sa.URL) -> Engine:
     if url.get_backend_name() == "sqlite":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         # Waits for other processes' writes instead of failing at once.
-        engine = sa.create_engine(url, connect_args={"timeout": 10.0, "check_same_thread": False})
+        engine = sa.create_engine(
+            url,
+            connect_args={"timeout": 10.0, "check_same_thread": False},
+            hide_parameters=True,
+        )
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # pre_ping: a connection the server dropped (a restart) is replaced, not handed out.
+    # hide_parameters: errors (and so logs) carry the SQL, never what users wrote.
+    # statement_timeout and keepalives: a hung server frees the threads within seconds.
     return sa.create_engine(
         url,
         pool_pre_ping=True,
         pool_size=8,
         max_overflow=8,
         pool_timeout=5,
-        connect_args={"connect_timeout": 3},
+        hide_parameters=True,
+        connect_args={
+            "connect_timeout": 3,
+            "options": "-c statement_timeout=5000",
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 2,
+        },
     )
 
 
@@ -322,7 +351,8 @@ class FeedbackStore:
         insert = self._insert(FEEDBACK).values(values)
         upsert = insert.on_conflict_do_update(
             index_elements=[FEEDBACK.c.conversation_id, FEEDBACK.c.turn],
-            set_={k: insert.excluded[k] for k in ("rating", "comment", "created_at")},
+            # Every column: after a restart without a database, turn 1 may be another reply.
+            set_={c.name: insert.excluded[c.name] for c in FEEDBACK.columns if not c.primary_key},
         )
         with self.db.transaction() as db:
             db.execute(upsert)

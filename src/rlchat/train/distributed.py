@@ -11,6 +11,7 @@ import atexit
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -85,11 +86,15 @@ def init_world(device: torch.device) -> World:
 
 def _leave_world() -> None:
     """Wait for every rank, then take the group down: a rank leaving while another still
-    works (rank 0 writing its checkpoint) tears gloo's connections from under it. When a
-    rank crashed, torchrun stops the others, so the barrier cannot wait for ever."""
+    works (rank 0 writing its checkpoint) tears gloo's connections from under it."""
     if dist.is_initialized():
         try:
-            dist.barrier()
+            if dist.get_backend() == "gloo":
+                # Bounded: a rank leaving on an exception, its peers stuck in a collective,
+                # must still exit so that torchrun stops the job.
+                dist.monitored_barrier(timeout=timedelta(seconds=60))
+        except RuntimeError:
+            pass
         finally:
             dist.destroy_process_group()
 
