@@ -83,7 +83,9 @@ fi
 # The build context: the tree as git sees it (tracked and untracked-not-ignored files),
 # plus the wheelhouse; .dockerignore then applies as it would to `podman build .`.
 mkdir "$work/context"
-git ls-files -co --exclude-standard -z | tar --null -T - -c | tar -C "$work/context" -x
+# (--ignore-failed-read: a tracked file deleted from the work tree is left out, not fatal)
+git ls-files -co --exclude-standard -z \
+  | tar --null --ignore-failed-read -T - -c 2>/dev/null | tar -C "$work/context" -x
 "$python" - > "$work/requirements.txt" <<'PY'
 import tomllib
 with open("pyproject.toml", "rb") as f:
