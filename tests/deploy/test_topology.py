@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,3 +184,23 @@ def test_postgresql_stopped_is_a_clear_503_then_recovers(nginx, replicas, postgr
         # Back: the pool drops its dead connections and the same requests succeed.
         wait_for(lambda: http_status(f"{replicas[0].url}/readyz") == 200, "readiness")
         assert client.post("/api/v1/feedback", json=rating).status_code == 200
+
+
+def test_a_replica_started_before_its_database_waits_not_ready(run, postgres, tmp_path):
+    postgres.stop()
+    replica = Replica(run, postgres.url, tmp_path / "early.log")
+    try:
+        with replica.log.open("ab") as log:
+            replica.process = subprocess.Popen(replica.command, stdout=log, stderr=log)
+        wait_for(lambda: http_status(f"{replica.url}/healthz") == 200, "the replica", 120)
+        assert http_status(f"{replica.url}/readyz") == 503
+    finally:
+        postgres.start()
+    try:
+        wait_for(lambda: http_status(f"{replica.url}/readyz") == 200, "readiness", 30)
+        with httpx.Client(base_url=replica.url, timeout=30) as client:
+            turn = chat(client, message="Made it.")
+            rating = {"conversation_id": turn["conversation_id"], "turn": 1, "rating": "up"}
+            assert client.post("/api/v1/feedback", json=rating).status_code == 200
+    finally:
+        replica.stop()

@@ -13,6 +13,7 @@ be reached raises ``DatabaseUnavailable``, which the API answers with a 503.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict, deque
@@ -25,6 +26,8 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -181,10 +184,23 @@ class Database:
     def __init__(self, location: str | Path) -> None:
         self.url = database_url(location)
         self.engine = _engine(self.url)
-        with self.transaction() as connection:
-            if self.url.get_backend_name() == "postgresql":
-                connection.execute(LOCK_SCHEMA)
-            METADATA.create_all(connection)
+        self._schema_made = False
+        self._schema_lock = threading.Lock()
+        try:
+            self._make_schema()
+        except DatabaseUnavailable:
+            # A replica may start before its database: it answers, not ready, until then.
+            logger.warning("the database %s is not reachable yet; retrying on use", self.name)
+
+    def _make_schema(self) -> None:
+        if self._schema_made:
+            return
+        with self._schema_lock, self._begin() as connection:
+            if not self._schema_made:
+                if self.url.get_backend_name() == "postgresql":
+                    connection.execute(LOCK_SCHEMA)
+                METADATA.create_all(connection)
+                self._schema_made = True
 
     @property
     def name(self) -> str:
@@ -193,6 +209,12 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
+        self._make_schema()
+        with self._begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
         try:
             with self.engine.begin() as connection:
                 yield connection
