@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> dict:
     corpus = load_corpus(Path(args.corpus))
     # The default run's data: the same split, tokenizer and length filter as `rlchat eval`'s.
     dataset = prepare_dataset(corpus, DataConfig(genres=[args.genre]), TokenizerConfig())
-    splits = {name: [e.pair for e in d.examples] for name, d in dataset.splits.items()}
+    splits = dataset.pairs()
     eval_set = build_eval_set(
         splits["test"], train_pairs=splits["train"], valid_pairs=splits["valid"]
     )

@@ -49,7 +49,7 @@ def main() -> None:
     dataset = prepare_dataset(
         corpus, bots[0].data_config, bots[0].tokenizer_config, tokenizer=bots[0].tokenizer
     )
-    splits = {name: [e.pair for e in data.examples] for name, data in dataset.splits.items()}
+    splits = dataset.pairs()
     prepare_s = time.perf_counter() - started
     started = time.perf_counter()
     result = evaluate_runs(bots, splits, split=args.split, resamples=args.resamples)

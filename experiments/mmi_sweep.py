@@ -68,7 +68,7 @@ def main() -> None:
     dataset = prepare_dataset(
         corpus, bot.data_config, bot.tokenizer_config, tokenizer=bot.tokenizer
     )
-    splits = {name: [e.pair for e in d.examples] for name, d in dataset.splits.items()}
+    splits = dataset.pairs()
     eval_set = build_eval_set(
         splits["valid"],
         train_pairs=splits["train"],

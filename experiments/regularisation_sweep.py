@@ -142,7 +142,7 @@ def main() -> None:
     dataset = prepare_dataset(
         corpus, first.data_config, first.tokenizer_config, tokenizer=first.tokenizer
     )
-    splits = {name: [e.pair for e in data.examples] for name, data in dataset.splits.items()}
+    splits = dataset.pairs()
     result = evaluate_runs(
         bots, splits, split="valid", baselines=(), max_pairs=args.pairs, seed=args.seed
     )

@@ -409,7 +409,7 @@ def evaluate(
         dataset = prepare_dataset(
             loaded, data_config, bots[0].tokenizer_config, tokenizer=bots[0].tokenizer
         )
-    splits = {name: [e.pair for e in data.examples] for name, data in dataset.splits.items()}
+    splits = dataset.pairs()
     try:
         result = evaluate_runs(
             bots,

@@ -36,6 +36,10 @@ class PreparedDataset:
     tokenizer: ChatTokenizer
     splits: dict[Split, SplitData]
 
+    def pairs(self) -> dict[Split, list[Pair]]:
+        """The pairs each split keeps after filtering: what evaluation reads."""
+        return {name: [e.pair for e in data.examples] for name, data in self.splits.items()}
+
     def stats(self) -> dict[str, Any]:
         """Filter counts, vocabulary size and length percentiles, ready for JSON."""
         return {

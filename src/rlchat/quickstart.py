@@ -228,7 +228,7 @@ def evaluate_stage(plan: QuickstartPlan, corpus: Corpus, max_pairs: int = 0) -> 
     ce = Chatbot.load(plan.ce_dir, device=plan.device)
     rl = Chatbot.load(plan.rl_dir, device=plan.device, backward=plan.backward_dir)
     dataset = prepare_dataset(corpus, ce.data_config, ce.tokenizer_config, tokenizer=ce.tokenizer)
-    splits = {name: [e.pair for e in data.examples] for name, data in dataset.splits.items()}
+    splits = dataset.pairs()
     result = evaluate_runs(
         [ce, rl, DecodedBot(rl, served_decoding(), SERVED)],
         splits,

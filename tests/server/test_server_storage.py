@@ -32,7 +32,6 @@ def conversations(request, tmp_path):  # noqa: ANN001, ANN201
         database = Database(tmp_path / "history.sqlite3")
         store = DatabaseConversations(database, turns_kept=3)
     yield store
-    store.close()
     if request.param == "sqlite":
         database.close()
 

@@ -80,8 +80,8 @@ def nucleus_sample(
     tokens = torch.empty(logits.size(0), dtype=torch.long, device=logits.device)
     rows = torch.arange(logits.size(0), device=logits.device)
     for _ in range(tries):
-        draws = inverse_cdf_sample(logits[rows], generator)  # (r,)
         row_probs = probs[rows]
+        draws = sample_probs(row_probs, generator)  # (r,)
         chosen = row_probs.gather(1, draws[:, None])  # (r, 1)
         better = (row_probs * (row_probs > chosen)).sum(dim=-1)  # mass before the draw
         kept = better < top_p
@@ -153,9 +153,14 @@ def inverse_cdf_sample(logits: Tensor, generator: torch.Generator | None = None)
     which needs a uniform and two logs per token. The cumulative sum runs in double precision,
     so each token's share of [0, total] is its probability to far below float32 rounding.
     """
-    cdf = logits.softmax(dim=-1).cumsum(dim=-1, dtype=torch.float64)  # (A, V)
+    return sample_probs(logits.softmax(dim=-1), generator)
+
+
+def sample_probs(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """`inverse_cdf_sample` from probabilities already computed (A, V) -> (A,)."""
+    cdf = probs.cumsum(dim=-1, dtype=torch.float64)  # (A, V)
     uniform = torch.rand(
-        logits.size(0), 1, generator=generator, dtype=torch.float64, device=logits.device
+        probs.size(0), 1, generator=generator, dtype=torch.float64, device=probs.device
     )
     # 1 - u lies in (0, 1], so the target lies in (0, total] and the first token whose
     # cumulative mass reaches it exists. A token of probability 0 (a -inf logit) is never that

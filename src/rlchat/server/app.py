@@ -76,16 +76,16 @@ class CORSByPath:
         self.app = app
         options = {"allow_methods": ["GET", "POST"], "allow_headers": ["Content-Type"]}
         self.open = CORSMiddleware(app, allow_origins=["*"], **options)
-        self.listed = CORSMiddleware(app, allow_origins=listed_origins, **options)
-        self.any_listed = bool(listed_origins)
+        # Without listed origins the API sends no CORS headers at all.
+        self.listed = (
+            CORSMiddleware(app, allow_origins=listed_origins, **options) if listed_origins else app
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in self.OPEN_PATHS:
             await self.open(scope, receive, send)
-        elif scope["type"] == "http" and self.any_listed:
-            await self.listed(scope, receive, send)
         else:
-            await self.app(scope, receive, send)
+            await self.listed(scope, receive, send)
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:

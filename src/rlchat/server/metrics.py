@@ -29,8 +29,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
 
 def multiprocess_mode() -> bool:
     """Whether this process's values live in the multi-process directory's files.

@@ -61,8 +61,6 @@ class ConversationStore(Protocol):
 
     def get(self, conversation_id: str, turn: int) -> Turn | None: ...
 
-    def close(self) -> None: ...
-
 
 class MemoryConversations:
     """The last ``turns_kept`` turns of the ``max_conversations`` most recent conversations."""
@@ -108,9 +106,6 @@ class MemoryConversations:
                 if kept.turn == turn:
                     return kept
         return None
-
-    def close(self) -> None:
-        pass
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -178,8 +173,9 @@ LOCK_SCHEMA = sa.text("SELECT pg_advisory_xact_lock(hashtext('rlchat schema'))")
 
 
 class Database:
-    """An engine on ``location`` with the tables created; ``transaction()`` commits or rolls
-    back, and turns a lost connection into ``DatabaseUnavailable``."""
+    """An engine on ``location``, its tables made on first reach; ``transaction()`` commits or
+    rolls back, and turns a lost connection into ``DatabaseUnavailable``. The stores share
+    one; whoever made it closes it."""
 
     def __init__(self, location: str | Path) -> None:
         self.url = database_url(location)
@@ -197,10 +193,15 @@ class Database:
             return
         with self._schema_lock, self._begin() as connection:
             if not self._schema_made:
-                if self.url.get_backend_name() == "postgresql":
+                if self.backend == "postgresql":
                     connection.execute(LOCK_SCHEMA)
                 METADATA.create_all(connection)
                 self._schema_made = True
+
+    @property
+    def backend(self) -> str:
+        """sqlite or postgresql."""
+        return self.url.get_backend_name()
 
     @property
     def name(self) -> str:
@@ -222,9 +223,8 @@ class Database:
             # The DB-API's class for failures of the database, not of the query: refused or
             # lost connections, a file that cannot be opened, a lock held too long, a
             # statement past its timeout; and every pooled connection busy.
-            backend = self.url.get_backend_name()
             raise DatabaseUnavailable(
-                f"the database ({backend}) is not reachable; retry later"
+                f"the database ({self.backend}) is not reachable; retry later"
             ) from error
 
     def check(self) -> None:
@@ -322,7 +322,7 @@ class DatabaseConversations:
             "created_at": time.time(),
         }
         with self.db.transaction() as db:
-            if db.dialect.name == "postgresql":
+            if self.db.backend == "postgresql":
                 db.execute(LOCK_CONVERSATION, {"id": conversation_id})
             number = db.execute(TURNS.insert().values(values).returning(TURNS.c.turn)).scalar_one()
         return Turn(conversation_id, number, message, reply, model, decoding)
@@ -334,9 +334,6 @@ class DatabaseConversations:
         with self.db.transaction() as db:
             row = db.execute(query).mappings().first()
         return None if row is None else _turn(row)
-
-    def close(self) -> None:
-        pass  # the database is closed by its owner
 
 
 def _turn(row: Any) -> Turn:
@@ -355,7 +352,7 @@ class FeedbackStore:
 
     def __init__(self, database: Database) -> None:
         self.db = database
-        dialect = postgresql if database.url.get_backend_name() == "postgresql" else sqlite
+        dialect = postgresql if database.backend == "postgresql" else sqlite
         self._insert = dialect.insert
 
     def rate(self, turn: Turn, *, rating: str, comment: str | None) -> None:
@@ -384,6 +381,3 @@ class FeedbackStore:
         with self.db.transaction() as db:
             rows = db.execute(sa.select(FEEDBACK).order_by(FEEDBACK.c.created_at)).mappings()
             return [dict(row) for row in rows]
-
-    def close(self) -> None:
-        pass  # the database is closed by its owner
