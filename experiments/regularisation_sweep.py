@@ -72,14 +72,14 @@ def pretrain_minutes() -> float:
     return stage_budget("pretrain", QUICKSTART_MINUTES, reserve, set()) - STAGE_SETUP_MINUTES
 
 
-def train(run: Path, flags: list[str], corpus: str, minutes: float) -> dict:
-    """One pretraining run on one thread; its steps, speed and best validation loss."""
+def train(run: Path, flags: list[str], corpus: str, minutes: float, threads: int = 1) -> dict:
+    """One training run on `threads` threads; its steps, speed and best validation loss."""
     summary_path = run / "summary.json"
     if summary_path.is_file():
         return json.loads(summary_path.read_text(encoding="utf-8"))
     if run.exists():
         subprocess.run(["rm", "-rf", str(run)], check=True)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     command = [
         str(Path(sys.executable).with_name("rlchat")), "train", "ce", "--corpus", corpus,
         "--out", str(run), "--epochs", "100", "--max-minutes", f"{minutes:.3f}",

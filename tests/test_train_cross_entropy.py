@@ -259,3 +259,110 @@ def test_label_smoothing_gives_no_mass_to_the_special_tokens():
     bumped = logits.clone()
     bumped[:, NEVER_TARGETS[0]] = -30.0
     assert smoothed_cross_entropy(bumped, gold, 0.1) < smoothed
+
+
+def example(reply: list[int]):
+    from rlchat.corpus import Pair
+    from rlchat.dataset import Example
+
+    return Example(source=[5], reply=reply, pair=Pair("a", "b", "m0", "c0", ("comedy",)))
+
+
+def test_frequency_weights_favour_rare_tokens_and_average_one_over_the_targets():
+    from rlchat.tokenizer import EOS_ID
+    from rlchat.train.cross_entropy import frequency_weights
+
+    # token 5 is said 6 times, token 6 twice, token 7 once; <eos> ends each of the 4 replies.
+    examples = [example([5, 5, 6]), example([5, 5]), example([5, 6]), example([5, 7])]
+    weights = frequency_weights(examples, vocab_size=10, power=0.5)
+    counts = {5: 6, 6: 2, 7: 1, EOS_ID: 4}
+    for token, count in counts.items():
+        assert weights[token] / weights[7] == pytest.approx(count**-0.5, rel=1e-5)
+    total = sum(counts.values())
+    mean = sum(c * weights[t].item() for t, c in counts.items()) / total
+    assert mean == pytest.approx(1.0, rel=1e-6)
+    assert torch.allclose(frequency_weights(examples, 10, 0.0), torch.ones(10))
+
+
+def test_weighted_cross_entropy_scales_each_position_by_its_gold_tokens_weight():
+    from rlchat.train.cross_entropy import smoothed_cross_entropy
+
+    torch.manual_seed(0)
+    logits, gold = torch.randn(5, 9), torch.tensor([5, 6, 5, 8, 7])
+    weights = torch.linspace(0.5, 2.0, 9)
+    per_position = torch.nn.functional.cross_entropy(logits, gold, reduction="none")
+    expected = (per_position * weights[gold]).sum().item()
+    assert smoothed_cross_entropy(logits, gold, 0.0, weights).item() == pytest.approx(expected)
+    smoothed = smoothed_cross_entropy(logits, gold, 0.1, weights)
+    unweighted_rows = [
+        smoothed_cross_entropy(logits[i : i + 1], gold[i : i + 1], 0.1) for i in range(5)
+    ]
+    assert smoothed.item() == pytest.approx(
+        sum(w * r.item() for w, r in zip(weights[gold].tolist(), unweighted_rows, strict=True)),
+        rel=1e-5,
+    )
+
+
+def test_common_replies_are_dropped_from_training_only(tmp_path, comedy, monkeypatch):
+    from collections import Counter
+
+    from rlchat.tokenizer import ChatTokenizer
+    from rlchat.train.cross_entropy import drop_common_replies
+
+    examples = [example([5]), example([5]), example([5]), example([6, 7]), example([6, 7])]
+    assert [e.reply for e in drop_common_replies(examples, 2)] == [[6, 7], [6, 7]]
+    assert drop_common_replies(examples, 0) == examples
+
+    corpus, _ = comedy
+    seen = {}
+    original_fit = CrossEntropyTrainer.fit
+
+    def fit(self, **kwargs):
+        seen["train"], seen["valid"] = self.train_examples, self.valid_examples
+        return original_fit(self, **kwargs)
+
+    monkeypatch.setattr(CrossEntropyTrainer, "fit", fit)
+    data, tokens = DataConfig(genres=["comedy"]), TokenizerConfig(vocab_size=500, max_tokens=12)
+    train_cross_entropy(
+        out=tmp_path / "run",
+        corpus=corpus,
+        data_config=data,
+        tokenizer_config=tokens,
+        model_config=ModelConfig(embedding_dim=16, hidden_size=32),
+        train_config=CrossEntropyConfig(max_steps=1, batch_size=8, max_reply_count=3),
+        device="cpu",
+        progress=False,
+        tensorboard=False,
+    )
+    assert max(Counter(tuple(e.reply) for e in seen["train"]).values()) <= 3
+    tokenizer = ChatTokenizer.load(RunDir(tmp_path / "run").tokenizer_path)
+    full = prepare_dataset(corpus, data, tokens, tokenizer=tokenizer).splits["train"].examples
+    kept = {tuple(e.reply) for e in seen["train"]}
+    dropped = [e for e in full if tuple(e.reply) not in kept]
+    assert dropped and all(
+        Counter(tuple(e.reply) for e in full)[tuple(e.reply)] > 3 for e in dropped
+    )
+    assert len(seen["train"]) + len(dropped) == len(full)
+    # Validation keeps its common replies: what the run is judged on does not change.
+    assert max(Counter(tuple(e.reply) for e in seen["valid"]).values()) > 3
+
+
+def test_frequency_weighted_training_lowers_loss_and_moves_gradient_off_common_tokens(
+    tmp_path, comedy
+):
+    from rlchat.train.cross_entropy import frequency_weights
+
+    _, dataset = comedy
+    config = CrossEntropyConfig(batch_size=32, max_steps=150, frequency_weighting=0.5)
+    trainer = make_trainer(tmp_path, dataset, config)
+    trainer.token_weights = frequency_weights(
+        trainer.train_examples, dataset.tokenizer.vocab_size, 0.5
+    )
+    before_params = [p.detach().clone() for p in trainer.model.parameters()]
+    before = evaluate_loss(trainer.model, trainer.valid_examples, trainer.device)["loss"]
+    summary = trainer.fit(progress=False)
+    assert summary["valid"]["valid/loss"] < before - 1.0  # validation stays unweighted
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(before_params, trainer.model.parameters(), strict=True)
+    )

@@ -174,6 +174,21 @@ class CrossEntropyConfig(LoopConfig):
     label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
     # Ratio < 1 is scheduled sampling (Bengio et al. 2015); it forces a step-by-step decoder.
     teacher_forcing: float = field(default=1.0, metadata={"help": "share of gold decoder inputs"})
+    # Maximum likelihood puts the decoder's mode on the commonest tokens ("i", "'m", "not"),
+    # which greedy decoding then says to every input. Weighting each target token by its
+    # training frequency ** -a (as FACE, Jiang et al. 2019, arXiv:1902.09191, does with a
+    # linear weight) moves gradient to the rarer, content-bearing tokens; the weights average 1
+    # over the training targets, so the loss keeps its scale. Validation stays unweighted.
+    frequency_weighting: float = field(
+        default=0.0,
+        metadata={"help": "weight target tokens by training frequency ** -a (0 = off)"},
+    )
+    # Entropy-based filtering (Csaky et al. 2019, arXiv:1905.05471), its identity variant: a
+    # reply said after many different inputs ("what?", "no.") teaches no fit to any of them.
+    max_reply_count: int = field(
+        default=0,
+        metadata={"help": "drop training pairs whose reply occurs more often (0 = keep all)"},
+    )
 
 
 # Measured on comedy (see README): BLEU alone, or BLEU with a small ease-of-answering ("dull")

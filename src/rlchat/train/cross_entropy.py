@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -25,7 +27,7 @@ from rlchat.dataset import Example, prepare_dataset
 from rlchat.model import Seq2Seq, count_parameters
 from rlchat.runs import RunDir, RunError, autocast, pick_device
 from rlchat.scoring import reference_loss
-from rlchat.tokenizer import BOS_ID, PAD_ID, SEP_ID, ChatTokenizer
+from rlchat.tokenizer import BOS_ID, EOS_ID, PAD_ID, SEP_ID, ChatTokenizer
 from rlchat.train.distributed import SINGLE, World, device_for, init_world
 from rlchat.train.loop import check_writable, seed_everything
 from rlchat.train.trainer import Trainer
@@ -39,18 +41,42 @@ NEVER_TARGETS = (PAD_ID, BOS_ID, SEP_ID)
 
 
 def smoothed_cross_entropy(
-    logits: torch.Tensor, gold: torch.Tensor, smoothing: float
+    logits: torch.Tensor,
+    gold: torch.Tensor,
+    smoothing: float,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Summed cross-entropy (N, V), (N,) -> (); with `smoothing` e, the target is 1 - e on the
-    gold token and e spread evenly over the tokens a reply can hold (not the specials)."""
+    gold token and e spread evenly over the tokens a reply can hold (not the specials). With
+    `weights` (V,), each position's loss is scaled by the weight of its gold token."""
     if not smoothing:
-        return F.cross_entropy(logits, gold, reduction="sum")
+        return F.cross_entropy(logits, gold, weight=weights, reduction="sum")
     log_probs = torch.log_softmax(logits, dim=-1)
     nll = -log_probs.gather(1, gold.unsqueeze(1)).squeeze(1)
     allowed = torch.ones(logits.size(-1), dtype=torch.bool, device=logits.device)
     allowed[list(NEVER_TARGETS)] = False
     uniform = -log_probs[:, allowed].mean(dim=-1)
-    return ((1.0 - smoothing) * nll + smoothing * uniform).sum()
+    loss = (1.0 - smoothing) * nll + smoothing * uniform
+    return (loss if weights is None else loss * weights[gold]).sum()
+
+
+def frequency_weights(examples: list[Example], vocab_size: int, power: float) -> torch.Tensor:
+    """Weight of each target token, count ** -power over the training replies (their <eos>
+    counted), scaled so that the weights average 1 over those targets."""
+    ids = [t for e in examples for t in e.reply]
+    counts = np.bincount(np.asarray(ids, dtype=np.int64), minlength=vocab_size).astype(np.float64)
+    counts[EOS_ID] += len(examples)
+    weights = np.maximum(counts, 1.0) ** -power
+    weights /= (counts * weights).sum() / counts.sum()
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def drop_common_replies(examples: list[Example], max_count: int) -> list[Example]:
+    """The examples whose reply occurs at most `max_count` times among them (0: all)."""
+    if not max_count:
+        return examples
+    counts = Counter(tuple(e.reply) for e in examples)
+    return [e for e in examples if counts[tuple(e.reply)] <= max_count]
 
 
 def token_loss(
@@ -59,9 +85,11 @@ def token_loss(
     *,
     teacher_forcing: float = 1.0,
     label_smoothing: float = 0.0,
+    weights: torch.Tensor | None = None,
     world: World = SINGLE,
 ) -> torch.Tensor:
-    """Mean cross-entropy over the real target tokens (padding never scored).
+    """Mean cross-entropy over the real target tokens (padding never scored), each token's
+    scaled by its entry of `weights` when given.
 
     Data-parallel: the mean is over the tokens of every process's batch, so that the
     gradients DDP averages equal those of one step on the union of the batches.
@@ -73,14 +101,20 @@ def token_loss(
         batch.tgt_mask,
         teacher_forcing=teacher_forcing,
     )  # (N, V)
-    return logits_loss(logits, batch, label_smoothing=label_smoothing, world=world)
+    return logits_loss(logits, batch, label_smoothing=label_smoothing, weights=weights, world=world)
 
 
 def logits_loss(
-    logits: torch.Tensor, batch: Batch, *, label_smoothing: float = 0.0, world: World = SINGLE
+    logits: torch.Tensor,
+    batch: Batch,
+    *,
+    label_smoothing: float = 0.0,
+    weights: torch.Tensor | None = None,
+    world: World = SINGLE,
 ) -> torch.Tensor:
     """`token_loss` of logits already computed (N, V) for the batch's real target tokens."""
-    total = smoothed_cross_entropy(logits.float(), batch.tgt_out[batch.tgt_mask], label_smoothing)
+    gold = batch.tgt_out[batch.tgt_mask]
+    total = smoothed_cross_entropy(logits.float(), gold, label_smoothing, weights)
     tokens = world.sum(float(batch.target_tokens))
     return total * world.size / tokens
 
@@ -112,6 +146,7 @@ class CrossEntropyTrainer(Trainer):
 
     stage = "ce"
     config: CrossEntropyConfig
+    token_weights: torch.Tensor | None = None  # frequency weighting, on the device
 
     def loss(self, examples: list[Example]) -> tuple[torch.Tensor, dict[str, float]]:
         batch = make_batch([e.source for e in examples], [e.reply for e in examples])
@@ -121,6 +156,7 @@ class CrossEntropyTrainer(Trainer):
                 batch.to(self.device),
                 teacher_forcing=self.config.teacher_forcing,
                 label_smoothing=self.config.label_smoothing,
+                weights=self.token_weights,
                 world=self.world,
             )
         return loss, {"ce/loss": loss.item()}
@@ -206,9 +242,16 @@ def train_cross_entropy(
     }
     if not resume and world.is_main:
         run.write_config(run_config)
-    train = dataset.splits["train"].examples
+    train = drop_common_replies(dataset.splits["train"].examples, train_config.max_reply_count)
     if not train:
         raise RunError("no training pairs left after filtering; check --genre and --max-tokens")
+    if train_config.max_reply_count:
+        logger.info(
+            "kept %d of %d training pairs (replies seen at most %d times)",
+            len(train),
+            len(dataset.splits["train"].examples),
+            train_config.max_reply_count,
+        )
     seed_everything(train_config.seed)
     model = Seq2Seq(model_config)
     if start_weights is not None:
@@ -225,6 +268,11 @@ def train_cross_entropy(
         tensorboard=tensorboard,
         world=world,
     )
+    if train_config.frequency_weighting:
+        weights = frequency_weights(
+            train, model_config.vocab_size, train_config.frequency_weighting
+        )
+        trainer.token_weights = weights.to(torch_device)
     if resume and not trainer.resume():
         logger.info("no checkpoint in %s yet; starting from the first step", run.path)
     logger.info(
