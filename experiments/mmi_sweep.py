@@ -36,31 +36,78 @@ from rlchat.rerank import mmi_combine
 SOURCES = {
     "sample p0.9 T0.8": DecodeConfig(strategy="sample", top_p=0.9, temperature=0.8),
     "sample p0.95 T1.0": DecodeConfig(strategy="sample", top_p=0.95),
+    "sample p1.0 T1.0": DecodeConfig(strategy="sample"),
     "beam": DecodeConfig(strategy="beam", beam_size=10, length_penalty=0.0),
 }
-WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0)
-LENGTHS = (0.0, 0.05, 0.1, 0.15, 0.25, 0.5)
+WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0)
+LENGTHS = (0.0, 0.05, 0.1, 0.15, 0.25, 0.3, 0.35, 0.4, 0.5)
 CANDIDATES = (5, 10)
 SHOWN = ("bleu2", "sacrebleu", "top1", "unique", "entropy", "distinct2", "length", "dull_rate")
 GOALS = {"top1": (0.02, "max"), "unique": (0.6, "min"), "distinct2": (0.15, "min")}
+SETTING = ("source", "candidates", "form", "weight", "length_bonus")
 
 
-def meets_goals(figures: dict[str, float]) -> bool:
+def meets_goals(figures: dict[str, float], max_top1: float = GOALS["top1"][0]) -> bool:
+    bounds = {**GOALS, "top1": (max_top1, "max")}
     return all(
         figures[name] <= bound if kind == "max" else figures[name] >= bound
-        for name, (bound, kind) in GOALS.items()
+        for name, (bound, kind) in bounds.items()
     )
+
+
+def choose(reports: list[dict], max_top1: float) -> dict:
+    """The setting with the best mean BLEU-2 among those meeting the goals, with top1 at most
+    `max_top1`, in every report (each a run of the same recipe): one run is one draw of the
+    training, and a default must hold for the next."""
+    by_setting: dict[tuple, list[dict]] = {}
+    for report in reports:
+        for row in report["rows"]:
+            if row["system"] == "mmi":
+                by_setting.setdefault(tuple(row[k] for k in SETTING), []).append(row)
+    complete = {k: rows for k, rows in by_setting.items() if len(rows) == len(reports)}
+    passing = {
+        k: rows for k, rows in complete.items() if all(meets_goals(r, max_top1) for r in rows)
+    }
+    key = max(passing or complete, key=lambda k: sum(r["bleu2"] for r in complete[k]))
+    rows = complete[key]
+    return {
+        **dict(zip(SETTING, key, strict=True)),
+        "meets_goals_in_every_run": key in passing,
+        "settings_meeting_goals": len(passing),
+        "max_top1": max_top1,
+        **{f"mean_{k}": round(sum(r[k] for r in rows) / len(rows), 4) for k in SHOWN},
+        "per_run": [{k: r[k] for k in SHOWN} for r in rows],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", type=Path, required=True)
-    parser.add_argument("--backward", type=Path, required=True)
+    parser.add_argument("--run", type=Path)
+    parser.add_argument("--backward", type=Path)
+    parser.add_argument("--sources", nargs="+", choices=list(SOURCES), default=list(SOURCES))
+    parser.add_argument(
+        "--choose-from", nargs="+", type=Path, help="pick one setting from these sweeps' JSON"
+    )
+    parser.add_argument("--max-top1", type=float, default=GOALS["top1"][0])
     parser.add_argument("--corpus", default="../shared/data/cornell-excerpt")
     parser.add_argument("--pairs", type=int, default=1000, help="validation pairs (seeded)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.choose_from:
+        reports = [json.loads(p.read_text(encoding="utf-8")) for p in args.choose_from]
+        chosen = choose(reports, args.max_top1)
+        print(json.dumps(chosen, indent=2))
+        if args.json:
+            atomic_write_text(
+                args.json,
+                json.dumps(
+                    {"from": [str(p) for p in args.choose_from], "chosen": chosen}, indent=2
+                ),
+            )
+        return
+    if args.run is None or args.backward is None:
+        parser.error("--run and --backward are required (or --choose-from)")
 
     started = time.perf_counter()
     bot = Chatbot.load(args.run, device="cpu", backward=args.backward)
@@ -87,7 +134,8 @@ def main() -> None:
     retrieval = RetrievalBot(splits["train"])
     rows.append({"system": "retrieval", **figures("retrieval", retrieval.reply_batch(messages))})
     n_max = max(CANDIDATES)
-    for source_name, source in SOURCES.items():
+    for source_name in args.sources:
+        source = SOURCES[source_name]
         decoding = replace(source, rerank="mmi", candidates=n_max)
         generator = torch.Generator().manual_seed(args.seed)
         # Decoded and scored once by both models; each setting only recombines the scores.
@@ -112,7 +160,7 @@ def main() -> None:
                 }
             )
     mmi = [r for r in rows if r["system"] == "mmi"]
-    passing = [r for r in mmi if meets_goals(r)]
+    passing = [r for r in mmi if meets_goals(r, args.max_top1)]
     chosen = max(passing or mmi, key=lambda r: r["bleu2"])
     report = {
         "machine": f"{platform.machine()}, {platform.processor() or platform.platform()}",
