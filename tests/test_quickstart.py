@@ -55,3 +55,25 @@ def test_no_budget_is_negative_past_the_deadline():
     assert stage_budget("rl", left_minutes=0.5, reserve_minutes=2.0, done=set(SHARES) - {"rl"}) == 0
     with pytest.raises(ValueError, match="done or unknown"):
         stage_budget("rl", 10, 1, done={"rl"})
+
+
+def test_the_evaluation_reserve_counts_the_test_pairs_evaluation_will_see(tmp_path, corpus_dir):
+    from rlchat.config import DataConfig, TokenizerConfig
+    from rlchat.corpus import load_corpus
+    from rlchat.dataset import prepare_dataset
+    from rlchat.quickstart import QuickstartPlan, count_test_pairs
+    from rlchat.runs import RunDir
+    from rlchat.tokenizer import train_tokenizer
+
+    corpus = load_corpus(corpus_dir)
+    plan = QuickstartPlan(out=tmp_path, genres=["comedy"], minutes=20, split_by="movie")
+    texts = [t for p in corpus.pairs(["comedy"])[:3000] for t in (p.source, p.reply)]
+    tokenizer = train_tokenizer(texts, TokenizerConfig(vocab_size=500))
+    plan.pretrain_dir.mkdir()
+    tokenizer.save(RunDir(plan.pretrain_dir).tokenizer_path)
+    counted = count_test_pairs(plan, corpus)
+    data = DataConfig(genres=["comedy"], split_by="movie")
+    expected = prepare_dataset(corpus, data, TokenizerConfig(), tokenizer=tokenizer)
+    assert counted == len(expected.splits["test"].examples)
+    # Fewer than the raw share of pairs the first guess takes: the filters drop some.
+    assert 0 < counted < len(corpus.pairs(["comedy"])) * data.test_fraction
