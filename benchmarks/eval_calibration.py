@@ -43,7 +43,7 @@ from rlchat.evaluation import (
     EvalSet,
     SystemResult,
     attach_counts,
-    build_eval_set,
+    split_eval_set,
     statistics,
     text_result,
 )
@@ -122,9 +122,7 @@ def run(args: argparse.Namespace) -> dict:
     # The default run's data: the same split, tokenizer and length filter as `rlchat eval`'s.
     dataset = prepare_dataset(corpus, DataConfig(genres=[args.genre]), TokenizerConfig())
     splits = dataset.pairs()
-    eval_set = build_eval_set(
-        splits["test"], train_pairs=splits["train"], valid_pairs=splits["valid"]
-    )
+    eval_set = split_eval_set(splits, "test")
     started = time.perf_counter()
     # Fresh bots for every replication (two for A/A, one stock bot for the known difference):
     # bots drawn again from a small pool would make the replications correlated, and the

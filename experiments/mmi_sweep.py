@@ -30,7 +30,7 @@ from rlchat.checkpoint import atomic_write_text
 from rlchat.config import DecodeConfig
 from rlchat.corpus import load_corpus
 from rlchat.dataset import prepare_dataset
-from rlchat.evaluation import build_eval_set, figures_of, text_result
+from rlchat.evaluation import figures_of, split_eval_set, text_result
 from rlchat.rerank import mmi_combine
 
 SOURCES = {
@@ -116,13 +116,7 @@ def main() -> None:
         corpus, bot.data_config, bot.tokenizer_config, tokenizer=bot.tokenizer
     )
     splits = dataset.pairs()
-    eval_set = build_eval_set(
-        splits["valid"],
-        train_pairs=splits["train"],
-        valid_pairs=splits["valid"],
-        max_pairs=args.pairs,
-        seed=args.seed,
-    )
+    eval_set = split_eval_set(splits, "valid", max_pairs=args.pairs, seed=args.seed)
     messages = [p.source for p in eval_set.pairs]
     sources = [bot.encode_input(p.source, p.history) for p in eval_set.pairs]
 

@@ -29,6 +29,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ from rlchat.checkpoint import atomic_write_text
 from rlchat.config import CrossEntropyConfig, ModelConfig, TokenizerConfig
 from rlchat.corpus import load_corpus
 from rlchat.dataset import prepare_dataset
-from rlchat.evaluation import build_eval_set, evaluate_runs
+from rlchat.evaluation import evaluate_runs, split_eval_set
 from rlchat.quickstart import STAGE_SETUP_MINUTES, eval_plan, stage_budget
 from rlchat.scoring import target_log_likelihood
 from rlchat.text import normalize_text
@@ -136,42 +137,12 @@ def main() -> None:
         runs[name] = train(args.out / name, flags, args.corpus, minutes)
         print(name, runs[name], flush=True)
 
-    bots = [Chatbot.load(args.out / name, device="cpu") for name in SETTINGS]
-    corpus = load_corpus(Path(args.corpus))
-    first = bots[0]
-    dataset = prepare_dataset(
-        corpus, first.data_config, first.tokenizer_config, tokenizer=first.tokenizer
+    figures, comparisons, pairs = judge_on_validation(
+        [args.out / name for name in SETTINGS], args.corpus, SHOWN, args.pairs, args.seed
     )
-    splits = dataset.pairs()
-    result = evaluate_runs(
-        bots, splits, split="valid", baselines=(), max_pairs=args.pairs, seed=args.seed
-    )
-    eval_set = build_eval_set(
-        splits["valid"],
-        train_pairs=splits["train"],
-        valid_pairs=splits["valid"],
-        max_pairs=args.pairs,
-        seed=args.seed,
-    )
-    rows = []
-    figures_of_run = {r["name"]: r for r in result["runs"]}  # also holds the references
-    for bot in bots:
-        name = bot.name
-        figures = figures_of_run[name]
-        axis, flags = SETTINGS[name]
-        rows.append(
-            {
-                "name": name,
-                "axis": axis,
-                **runs[name],
-                "bits_per_char": bits_per_char(bot, eval_set),
-                **{k: figures["metrics"][k] for k in SHOWN},
-            }
-        )
-    comparisons = [
-        {k: c[k] for k in ("run", "metric", "diff", "low", "high", "p_value")}
-        for c in result["comparisons"]
-        if c["group"] == "all" and c["metric"] in SHOWN
+    rows = [
+        {"name": name, "axis": SETTINGS[name][0], **runs[name], **figures[name]}
+        for name in SETTINGS
     ]
     report = {
         "what": "quickstart pretraining stage (CE, all genres), one setting changed per run",
@@ -180,7 +151,7 @@ def main() -> None:
         "threads": 1,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "torch": torch.__version__,
-        "valid_pairs": result["pairs"],
+        "valid_pairs": pairs,
         "seed": args.seed,
         "defaults": {"dropout": D, "label_smoothing": S, "batch_size": B, "vocab_size": V},
         "runs": rows,
@@ -193,22 +164,62 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.json, json.dumps(report, indent=2))
-    print(table(rows))
+    print(markdown_table(rows, COLUMNS))
 
 
-def table(rows: list[dict]) -> str:
-    head = (
-        "| run | steps | pairs/s | valid loss (ppl) | bits/char | BLEU-2 | top1 | unique "
-        "| distinct-2 | length |"
+COLUMNS: list[tuple[str, Callable[[dict], str]]] = [
+    ("run", lambda r: r["name"]),
+    ("steps", lambda r: f"{r['steps']:,}"),
+    ("pairs/s", lambda r: f"{r['pairs_per_s']:.0f}"),
+    ("valid loss (ppl)", lambda r: f"{r['valid_loss']:.3f} ({r['valid_perplexity']:.1f})"),
+    ("bits/char", lambda r: f"{r['bits_per_char']:.4f}"),
+    ("BLEU-2", lambda r: f"{r['bleu2']:.4f}"),
+    ("top1", lambda r: f"{r['top1']:.3f}"),
+    ("unique", lambda r: f"{r['unique']:.3f}"),
+    ("distinct-2", lambda r: f"{r['distinct2']:.3f}"),
+    ("length", lambda r: f"{r['length']:.2f}"),
+]
+
+
+def judge_on_validation(
+    runs: list[Path], corpus: str, shown: Sequence[str], pairs: int, seed: int
+) -> tuple[dict[str, dict], list[dict], int]:
+    """Each run decoded greedily on the same seeded validation pairs (those the first run's
+    tokenizer keeps): its `shown` figures and bits per character by run name, the
+    comparisons of every run with the first, and the number of pairs."""
+    bots = [Chatbot.load(run, device="cpu") for run in runs]
+    first = bots[0]
+    dataset = prepare_dataset(
+        load_corpus(Path(corpus)),
+        first.data_config,
+        first.tokenizer_config,
+        tokenizer=first.tokenizer,
     )
-    lines = [head, "|---" + "|---:" * 9 + "|"]
-    for r in rows:
-        lines.append(
-            f"| {r['name']} | {r['steps']:,} | {r['pairs_per_s']:.0f} "
-            f"| {r['valid_loss']:.3f} ({r['valid_perplexity']:.1f}) | {r['bits_per_char']:.4f} "
-            f"| {r['bleu2']:.4f} | {r['top1']:.3f} | {r['unique']:.3f} "
-            f"| {r['distinct2']:.3f} | {r['length']:.2f} |"
-        )
+    splits = dataset.pairs()
+    result = evaluate_runs(bots, splits, split="valid", baselines=(), max_pairs=pairs, seed=seed)
+    eval_set = split_eval_set(splits, "valid", max_pairs=pairs, seed=seed)
+    metrics = {r["name"]: r["metrics"] for r in result["runs"]}  # also holds the references
+    figures = {
+        bot.name: {
+            "bits_per_char": bits_per_char(bot, eval_set),
+            **{k: metrics[bot.name][k] for k in shown},
+        }
+        for bot in bots
+    }
+    comparisons = [
+        {k: c[k] for k in ("run", "metric", "diff", "low", "high", "p_value")}
+        for c in result["comparisons"]
+        if c["group"] == "all" and c["metric"] in shown
+    ]
+    return figures, comparisons, result["pairs"]
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, Callable[[dict], str]]]) -> str:
+    lines = [
+        "| " + " | ".join(head for head, _ in columns) + " |",
+        "|---" + "|---:" * (len(columns) - 1) + "|",
+    ]
+    lines += ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 

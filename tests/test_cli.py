@@ -146,3 +146,13 @@ def test_parse_strategy_validates_settings():
     assert (config.strategy, config.beam_size, config.length_penalty) == ("beam", 3, 0.5)
     with pytest.raises(ValueError, match="unknown setting"):
         parse_strategy(["sample", "heat=2"], DecodeConfig())
+
+
+@pytest.mark.parametrize("flag", ["--frequency-weighting", "--max-reply-count"])
+def test_a_negative_training_option_is_refused_naming_its_flag(corpus_dir, tmp_path, flag):
+    out = tmp_path / "run"
+    result = invoke("train", "ce", "--corpus", str(corpus_dir), "--out", str(out), flag, "-1")
+    assert result.exit_code != 0
+    message = " ".join(result.output.replace("│", " ").split())  # unwrapped from rich's box
+    assert f"Invalid value for '{flag}'" in message and "greater than or equal to 0" in message
+    assert not out.exists()

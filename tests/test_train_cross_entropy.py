@@ -355,9 +355,8 @@ def test_frequency_weighted_training_lowers_loss_and_moves_gradient_off_common_t
     _, dataset = comedy
     config = CrossEntropyConfig(batch_size=32, max_steps=150, frequency_weighting=0.5)
     trainer = make_trainer(tmp_path, dataset, config)
-    trainer.token_weights = frequency_weights(
-        trainer.train_examples, dataset.tokenizer.vocab_size, 0.5
-    )
+    expected = frequency_weights(trainer.train_examples, dataset.tokenizer.vocab_size, 0.5)
+    assert torch.equal(trainer.token_weights, expected)  # the trainer weighs its own examples
     before_params = [p.detach().clone() for p in trainer.model.parameters()]
     before = evaluate_loss(trainer.model, trainer.valid_examples, trainer.device)["loss"]
     summary = trainer.fit(progress=False)

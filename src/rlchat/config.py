@@ -183,13 +183,16 @@ class CrossEntropyConfig(LoopConfig):
     # over the training targets, so the loss keeps its scale. Validation stays unweighted.
     frequency_weighting: float = field(
         default=0.0,
-        metadata={"help": "weight target tokens by training frequency ** -a (0 = off)"},
+        metadata={"help": "weight target tokens by training frequency ** -a (0 = off)", "min": 0},
     )
     # Entropy-based filtering (Csaky et al. 2019, arXiv:1905.05471), its identity variant: a
     # reply said after many different inputs ("what?", "no.") teaches no fit to any of them.
     max_reply_count: int = field(
         default=0,
-        metadata={"help": "drop training pairs whose reply occurs more often (0 = keep all)"},
+        metadata={
+            "help": "drop training pairs whose reply occurs more often (0 = keep all)",
+            "min": 0,
+        },
     )
 
 

@@ -558,6 +558,21 @@ def cluster_summary(eval_set: EvalSet) -> dict[str, Any]:
     }
 
 
+def split_eval_set(
+    splits: dict[str, list[Pair]], split: str, *, max_pairs: int = 0, seed: int = 0
+) -> EvalSet:
+    """The evaluation set of one split, as `evaluate_runs` builds it: the training pairs say
+    which inputs are unseen and which replies are stock, the validation pairs which dull
+    replies are held out."""
+    return build_eval_set(
+        splits[split],
+        train_pairs=splits["train"],
+        valid_pairs=splits["valid"],
+        max_pairs=max_pairs,
+        seed=seed,
+    )
+
+
 def evaluate_runs(
     bots: Sequence[Chatbot | DecodedBot],
     splits: dict[str, list[Pair]],
@@ -581,13 +596,7 @@ def evaluate_runs(
             raise ValueError(f"{bot.name} is a backward model (reply -> input), not a bot")
     timer = PhaseTimer()
     with timer("setup"):
-        eval_set = build_eval_set(
-            splits[split],
-            train_pairs=splits["train"],
-            valid_pairs=splits["valid"],
-            max_pairs=max_pairs,
-            seed=seed,
-        )
+        eval_set = split_eval_set(splits, split, max_pairs=max_pairs, seed=seed)
         if not eval_set.pairs:
             raise ValueError(f"the {split} split holds no pairs to evaluate")
         reward, reward_tokenizer = reward_for(bots, reward_spec, eval_set.stock_set)

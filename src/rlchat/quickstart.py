@@ -291,39 +291,33 @@ def run_quickstart(plan: QuickstartPlan, corpus: Corpus) -> dict[str, Any]:
     """Every stage within the budget; returns the evaluation."""
     spent = sum(float(read_done(p).get("minutes", 0.0)) for p in plan.stage_dirs.values())
     deadline = time.monotonic() + max(0.0, plan.minutes - spent) * 60
-    # A first guess (the filters drop about a third); counted once the tokenizer exists.
-    test_pairs = len(corpus.pairs(plan.genres)) * DataConfig().test_fraction
     total = len(SHARES) + 2
     done: set[str] = set()
-    pairs_per_s = None
-    evaluation = eval_plan(plan.minutes, None, int(test_pairs))
+    # Until pretraining has measured the speed, the reserve is the cap.
+    evaluation = eval_plan(plan.minutes, None, 0)
     for index, stage in enumerate(SHARES, start=1):
         path = plan.stage_dirs[stage]
         if run_is_complete(path):
             logger.info("stage %d/%d: %s is complete; skipping", index, total, stage)
-            if stage == "pretrain":
-                pairs_per_s = read_done(path).get("pairs_per_s")
-                test_pairs = count_test_pairs(plan, corpus)
-                evaluation = eval_plan(plan.minutes, pairs_per_s, test_pairs)
-            done.add(stage)
-            continue
-        left = (deadline - time.monotonic()) / 60
-        minutes = stage_budget(stage, left, evaluation.minutes, done)
-        summary = log_stage(
-            STAGE_TITLES[stage],
-            index,
-            total,
-            minutes,
-            lambda stage=stage, minutes=minutes: train_stage(plan, stage, corpus, minutes),
-        )
+        else:
+            left = (deadline - time.monotonic()) / 60
+            minutes = stage_budget(stage, left, evaluation.minutes, done)
+            log_stage(
+                STAGE_TITLES[stage],
+                index,
+                total,
+                minutes,
+                lambda stage=stage, minutes=minutes: train_stage(plan, stage, corpus, minutes),
+            )
         if stage == "pretrain":
-            # The training speed of this machine sizes the evaluation that must still fit.
-            pairs_per_s = summary.get("pairs_per_s")
+            # This machine's training speed and the test pairs as evaluation will see them
+            # size the evaluation that must still fit.
+            pairs_per_s = read_done(path).get("pairs_per_s")
             test_pairs = count_test_pairs(plan, corpus)
             evaluation = eval_plan(plan.minutes, pairs_per_s, test_pairs)
             if evaluation.max_pairs:
                 logger.warning(
-                    "at %.0f pairs/s this machine can evaluate %d of about %d test pairs "
+                    "at %.0f pairs/s this machine can evaluate %d of the %d test pairs "
                     "within the budget; pass more --minutes to evaluate all",
                     pairs_per_s,
                     evaluation.max_pairs,

@@ -146,7 +146,14 @@ class CrossEntropyTrainer(Trainer):
 
     stage = "ce"
     config: CrossEntropyConfig
-    token_weights: torch.Tensor | None = None  # frequency weighting, on the device
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.token_weights: torch.Tensor | None = None  # frequency weighting, on the device
+        if power := self.config.frequency_weighting:
+            vocab_size = self.model.config.vocab_size
+            weights = frequency_weights(self.train_examples, vocab_size, power)
+            self.token_weights = weights.to(self.device)
 
     def loss(self, examples: list[Example]) -> tuple[torch.Tensor, dict[str, float]]:
         batch = make_batch([e.source for e in examples], [e.reply for e in examples])
@@ -268,11 +275,6 @@ def train_cross_entropy(
         tensorboard=tensorboard,
         world=world,
     )
-    if train_config.frequency_weighting:
-        weights = frequency_weights(
-            train, model_config.vocab_size, train_config.frequency_weighting
-        )
-        trainer.token_weights = weights.to(torch_device)
     if resume and not trainer.resume():
         logger.info("no checkpoint in %s yet; starting from the first step", run.path)
     logger.info(
