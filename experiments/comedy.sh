@@ -6,15 +6,17 @@
 #
 #   bash experiments/comedy.sh                            # excerpt next to the repository
 #   SPLIT_BY=movie OUT=runs/experiment-comedy-movie bash experiments/comedy.sh
+#   SEED=1 OUT=runs/experiment-comedy-seed1 bash experiments/comedy.sh   # another draw
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS=${CORPUS:-../shared/data/cornell-excerpt}
 OUT=${OUT:-runs/experiment-comedy}
 MINUTES=${MINUTES:-20}
 SPLIT_BY=${SPLIT_BY:-conversation}
+SEED=${SEED:-0}
 
 started=$SECONDS
 .venv/bin/rlchat quickstart --genre comedy --corpus "$CORPUS" --minutes "$MINUTES" \
-  --split-by "$SPLIT_BY" --out "$OUT" --no-serve --no-progress
+  --split-by "$SPLIT_BY" --out "$OUT" --seed "$SEED" --no-serve --no-progress
 echo "wall time: $((SECONDS - started)) s for a budget of $MINUTES min" | tee "$OUT/wall.txt"
 echo "evaluation: $OUT/eval.json; report: $OUT/report/report.md"

@@ -77,3 +77,32 @@ def test_the_evaluation_reserve_counts_the_test_pairs_evaluation_will_see(tmp_pa
     assert counted == len(expected.splits["test"].examples)
     # Fewer than the raw share of pairs the first guess takes: the filters drop some.
     assert 0 < counted < len(corpus.pairs(["comedy"])) * data.test_fraction
+
+
+def test_every_stage_trains_with_the_plans_seed_and_keeps_the_split(tmp_path, monkeypatch):
+    import rlchat.train.cross_entropy as cross_entropy
+    import rlchat.train.scst as scst
+    from rlchat.quickstart import QuickstartPlan, train_stage
+
+    seen = {}
+
+    def fake_ce(*, data_config, train_config, out, **_):
+        seen[out.name] = (train_config.seed, data_config.split_seed)
+        return {}
+
+    def fake_rl(*, rl_config, out, **_):
+        seen[out.name] = (rl_config.seed, None)
+        return {}
+
+    monkeypatch.setattr(cross_entropy, "train_cross_entropy", fake_ce)
+    monkeypatch.setattr(scst, "train_rl", fake_rl)
+    plan = QuickstartPlan(out=tmp_path, genres=["comedy"], minutes=20, seed=3)
+    for stage in ("pretrain", "finetune", "backward", "rl"):
+        plan.stage_dirs[stage].mkdir(parents=True)
+        train_stage(plan, stage, corpus=None, minutes=1.0)
+    assert seen == {
+        plan.pretrain_dir.name: (3, 0),
+        plan.ce_dir.name: (3, 0),
+        plan.backward_dir.name: (3, 0),
+        plan.rl_dir.name: (3, None),
+    }

@@ -559,6 +559,10 @@ def quickstart(
     split_by: Annotated[
         str, typer.Option(help="conversation, or movie: no test movie is seen in training.")
     ] = "conversation",
+    seed: Annotated[
+        int,
+        typer.Option(help="Seed of every stage's weights, batches and samples (not of the split)."),
+    ] = 0,
 ) -> None:
     """Corpus, CE on all genres, a fine-tune on the genre, the backward model, RL,
     evaluation and report within --minutes, then the server (RL with MMI reranking);
@@ -583,6 +587,7 @@ def quickstart(
         device=device,
         progress=progress,
         split_by=split_by,
+        seed=seed,
     )
     try:
         evaluation = run_quickstart(plan, loaded)

@@ -62,6 +62,7 @@ class QuickstartPlan:
     device: str = "auto"
     progress: bool = True
     split_by: str = "conversation"  # or "movie": no test movie is seen in any training stage
+    seed: int = 0  # of every stage's weights, batches, dropout and samples; never of the split
 
     @property
     def pretrain_dir(self) -> Path:
@@ -188,7 +189,7 @@ def train_stage(plan: QuickstartPlan, stage: str, corpus: Corpus, minutes: float
     if stage == "rl":
         summary = train_rl(
             init=plan.ce_dir,
-            rl_config=RLConfig(epochs=100, max_minutes=fit_minutes),
+            rl_config=RLConfig(epochs=100, max_minutes=fit_minutes, seed=plan.seed),
             progress=plan.progress,
             **common,
         )
@@ -205,7 +206,7 @@ def train_stage(plan: QuickstartPlan, stage: str, corpus: Corpus, minutes: float
             tokenizer_config=TokenizerConfig(),
             model_config=ModelConfig(),
             # The time budget, not the epoch count, ends this stage.
-            train_config=CrossEntropyConfig(epochs=100, max_minutes=fit_minutes),
+            train_config=CrossEntropyConfig(epochs=100, max_minutes=fit_minutes, seed=plan.seed),
             init=init,
             progress=plan.progress,
             **common,
