@@ -21,6 +21,7 @@ FIGURES = (
     ("length", "length", 2),
     ("dull_rate", "dull (held-out)", 3),
     ("stock_rate", "stock rate", 3),
+    ("nonword_rate", "non-words", 3),
     ("selfplay_turns", "self-play", 2),
 )
 

@@ -8,7 +8,9 @@ Candidates are decoded once per source (nucleus samples, beam search's N best) a
 once by both models, as the chatbot does (`Chatbot.mmi_candidates`); each setting then only
 recombines the scores (`rlchat.rerank.mmi_combine`), so the grid is cheap.
 The chosen setting is the one with the best BLEU-2 among those that meet the diversity goals
-(top1 <= 2%, unique >= 0.6, distinct-2 >= 0.15); greedy decoding and the retrieval baseline
+(top1 <= 2%, unique >= 0.6, distinct-2 >= 0.15) and say no more words that no training line
+holds than the held-out replies themselves (`--max-nonwords`: subword garble such as
+"finisheding" is variety to BLEU and distinct-2); greedy decoding and the retrieval baseline
 are measured on the same pairs beside it.
 """
 
@@ -30,11 +32,14 @@ from rlchat.checkpoint import atomic_write_text
 from rlchat.config import DecodeConfig
 from rlchat.corpus import load_corpus
 from rlchat.dataset import prepare_dataset
-from rlchat.evaluation import figures_of, split_eval_set, text_result
+from rlchat.evaluation import figures_of, reference_result, split_eval_set, text_result
 from rlchat.rerank import mmi_combine
 
 SOURCES = {
+    "sample p0.8 T1.0": DecodeConfig(strategy="sample", top_p=0.8),
     "sample p0.9 T0.8": DecodeConfig(strategy="sample", top_p=0.9, temperature=0.8),
+    "sample p0.9 T1.0": DecodeConfig(strategy="sample", top_p=0.9),
+    "sample p0.95 T0.8": DecodeConfig(strategy="sample", top_p=0.95, temperature=0.8),
     "sample p0.95 T1.0": DecodeConfig(strategy="sample", top_p=0.95),
     "sample p1.0 T1.0": DecodeConfig(strategy="sample"),
     "beam": DecodeConfig(strategy="beam", beam_size=10, length_penalty=0.0),
@@ -42,23 +47,47 @@ SOURCES = {
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0)
 LENGTHS = (0.0, 0.05, 0.1, 0.15, 0.25, 0.3, 0.35, 0.4, 0.5)
 CANDIDATES = (5, 10)
-SHOWN = ("bleu2", "sacrebleu", "top1", "unique", "entropy", "distinct2", "length", "dull_rate")
+SHOWN = (
+    "bleu2",
+    "sacrebleu",
+    "top1",
+    "unique",
+    "entropy",
+    "distinct2",
+    "length",
+    "dull_rate",
+    "nonword_rate",
+)
 GOALS = {"top1": (0.02, "max"), "unique": (0.6, "min"), "distinct2": (0.15, "min")}
 SETTING = ("source", "candidates", "form", "weight", "length_bonus")
 
 
-def meets_goals(figures: dict[str, float], max_top1: float = GOALS["top1"][0]) -> bool:
-    bounds = {**GOALS, "top1": (max_top1, "max")}
+def meets_goals(
+    figures: dict[str, float], max_top1: float = GOALS["top1"][0], max_nonwords: float = 1.0
+) -> bool:
+    bounds = {**GOALS, "top1": (max_top1, "max"), "nonword_rate": (max_nonwords, "max")}
     return all(
         figures[name] <= bound if kind == "max" else figures[name] >= bound
         for name, (bound, kind) in bounds.items()
     )
 
 
-def choose(reports: list[dict], max_top1: float) -> dict:
+def nonword_bound(report: dict, max_nonwords: str) -> float:
+    """``reference``: no more replies with a word the training lines lack than the held-out
+    replies themselves have (names, rare words); a number: that share; ``any``: no bound."""
+    if max_nonwords == "any":
+        return 1.0
+    if max_nonwords == "reference":
+        return report["reference"]["nonword_rate"]
+    return float(max_nonwords)
+
+
+def choose(reports: list[dict], max_top1: float, max_nonwords: str = "any") -> dict:
     """The setting with the best mean BLEU-2 among those meeting the goals, with top1 at most
-    `max_top1`, in every report (each a run of the same recipe): one run is one draw of the
-    training, and a default must hold for the next."""
+    `max_top1` and non-words within `max_nonwords` (`nonword_bound`), in every report (each a
+    run of the same recipe): one run is one draw of the training, and a default must hold
+    for the next."""
+    bounds = [nonword_bound(report, max_nonwords) for report in reports]
     by_setting: dict[tuple, list[dict]] = {}
     for report in reports:
         for row in report["rows"]:
@@ -66,7 +95,9 @@ def choose(reports: list[dict], max_top1: float) -> dict:
                 by_setting.setdefault(tuple(row[k] for k in SETTING), []).append(row)
     complete = {k: rows for k, rows in by_setting.items() if len(rows) == len(reports)}
     passing = {
-        k: rows for k, rows in complete.items() if all(meets_goals(r, max_top1) for r in rows)
+        k: rows
+        for k, rows in complete.items()
+        if all(meets_goals(r, max_top1, b) for r, b in zip(rows, bounds, strict=True))
     }
     key = max(passing or complete, key=lambda k: sum(r["bleu2"] for r in complete[k]))
     rows = complete[key]
@@ -75,6 +106,7 @@ def choose(reports: list[dict], max_top1: float) -> dict:
         "meets_goals_in_every_run": key in passing,
         "settings_meeting_goals": len(passing),
         "max_top1": max_top1,
+        "max_nonwords": dict(zip((str(r["run"]) for r in reports), bounds, strict=True)),
         **{f"mean_{k}": round(sum(r[k] for r in rows) / len(rows), 4) for k in SHOWN},
         "per_run": [{k: r[k] for k in SHOWN} for r in rows],
     }
@@ -89,6 +121,12 @@ def main() -> None:
         "--choose-from", nargs="+", type=Path, help="pick one setting from these sweeps' JSON"
     )
     parser.add_argument("--max-top1", type=float, default=GOALS["top1"][0])
+    parser.add_argument(
+        "--max-nonwords",
+        default="reference",
+        help="bound on replies with a word no training line holds: reference (the held-out "
+        "replies' own share), a number, or any",
+    )
     parser.add_argument("--corpus", default="../shared/data/cornell-excerpt")
     parser.add_argument("--pairs", type=int, default=1000, help="validation pairs (seeded)")
     parser.add_argument("--seed", type=int, default=0)
@@ -96,7 +134,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.choose_from:
         reports = [json.loads(p.read_text(encoding="utf-8")) for p in args.choose_from]
-        chosen = choose(reports, args.max_top1)
+        chosen = choose(reports, args.max_top1, args.max_nonwords)
         print(json.dumps(chosen, indent=2))
         if args.json:
             atomic_write_text(
@@ -124,6 +162,8 @@ def main() -> None:
         result = figures_of(text_result(bot, replies, eval_set), eval_set, "all")
         return {k: round(result[k], 4) for k in SHOWN}
 
+    held_out = figures_of(reference_result(eval_set), eval_set, "all")
+    reference = {k: round(v, 4) for k, v in held_out.items() if k in SHOWN}
     rows = [{"system": "greedy", **figures("greedy", bot.reply_batch(messages))}]
     retrieval = RetrievalBot(splits["train"])
     rows.append({"system": "retrieval", **figures("retrieval", retrieval.reply_batch(messages))})
@@ -154,7 +194,8 @@ def main() -> None:
                 }
             )
     mmi = [r for r in rows if r["system"] == "mmi"]
-    passing = [r for r in mmi if meets_goals(r, args.max_top1)]
+    bound = nonword_bound({"reference": reference}, args.max_nonwords)
+    passing = [r for r in mmi if meets_goals(r, args.max_top1, bound)]
     chosen = max(passing or mmi, key=lambda r: r["bleu2"])
     report = {
         "machine": f"{platform.machine()}, {platform.processor() or platform.platform()}",
@@ -163,6 +204,7 @@ def main() -> None:
         "split": "valid",
         "pairs": len(eval_set.pairs),
         "goals": GOALS,
+        "reference": reference,
         "settings_meeting_goals": len(passing),
         "chosen": chosen,
         "seconds": round(time.perf_counter() - started, 1),

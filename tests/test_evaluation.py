@@ -56,6 +56,16 @@ def test_comparisons_cover_both_groups_with_a_p_value(result):
         assert r["diff"] == pytest.approx(expected)
 
 
+def test_retrieval_says_no_word_the_training_lines_lack_and_held_out_lines_do(setup, result):
+    """Retrieval answers with training replies, so its non-word rate is 0 by construction;
+    held-out lines hold names and rare words no training line has."""
+    figures = {run["name"]: run["metrics"] for run in result["runs"]}
+    assert figures["retrieval"]["nonword_rate"] == 0
+    assert figures["random"]["nonword_rate"] == 0
+    assert 0 < figures["reference"]["nonword_rate"] < 0.5
+    assert "nonword_rate" in figures["tiny"]
+
+
 def test_unseen_group_holds_the_pairs_whose_input_is_not_in_training(setup, result):
     _, splits = setup
     eval_set = build_eval_set(

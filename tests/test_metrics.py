@@ -166,3 +166,16 @@ def test_count_statistics_share_columns_and_give_the_corpus_figures():
 def test_count_statistics_of_replies_without_ngrams_are_empty_rows():
     counts_a, counts_b = ngram_count_statistics([["yes", "no"], ["ok"]], 2)
     assert counts_a.shape[0] == 2 and counts_b.shape[0] == 1 and counts_a.sum() == 0
+
+
+def test_a_reply_with_a_word_no_training_line_holds_is_flagged():
+    from rlchat.metrics import has_unknown_word
+    from rlchat.text import vocabulary
+
+    known = vocabulary(["I don't know, Ted.", "What time is it? Twenty-five past."])
+    assert "don't" in known and "twenty" in known and "," not in known
+    assert not has_unknown_word("i don't know.", known)
+    assert not has_unknown_word("ted -- twenty five... 25!", known)  # numbers are not words
+    assert has_unknown_word("i don't finisheding.", known)
+    assert has_unknown_word("'nsed", known)  # a fragment glued to an apostrophe
+    assert not has_unknown_word("", known)

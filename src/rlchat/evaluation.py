@@ -40,6 +40,7 @@ from rlchat.metrics import (
     bleu_statistics,
     distinct_value,
     entropy_bits,
+    has_unknown_word,
     is_repetitive,
     mean_statistics,
     mean_value,
@@ -51,7 +52,7 @@ from rlchat.metrics import (
 from rlchat.rewards import RewardFunction
 from rlchat.scoring import target_log_likelihood
 from rlchat.significance import Comparison, cluster_ids, compare, figure_of
-from rlchat.text import canonical_reply, held_out_dull_replies, stock_replies
+from rlchat.text import canonical_reply, held_out_dull_replies, stock_replies, vocabulary
 from rlchat.tokenizer import normalize_text
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ FIGURES = (
     Figure("dull_rate"),  # held-out dull replies: a list no reward prices
     Figure("stock_rate"),  # what the stock reward prices
     Figure("repetition_rate"),  # a repeated word or bigram
+    Figure("nonword_rate"),  # a word no training line holds: subwords spelling garble
     Figure("selfplay_turns", unit="selfplay"),  # turns before a dull or repeated turn
 )
 
@@ -151,6 +153,7 @@ class EvalSet:
     unseen: np.ndarray  # (n,) bool: the input never occurs in the training split
     dull_set: set[str]  # held-out dull replies: no reward prices them
     stock_set: set[str]  # what the stock reward prices
+    known_words: frozenset[str]  # every word of the training split's lines
     selfplay_seeds: list[str]
     selfplay_clusters: np.ndarray  # (seeds,) cluster of each seed's first pair
 
@@ -220,6 +223,7 @@ def build_eval_set(
         unseen=np.asarray([s not in seen for s in sources], dtype=bool),
         dull_set=held_out_dull_replies(((p.reply, p.movie_id) for p in valid_pairs), stock),
         stock_set=stock,
+        known_words=vocabulary(t for p in train_pairs for t in (p.source, p.reply)),
         selfplay_seeds=[pairs[first_pair[distinct[i]]].source for i in order],
         selfplay_clusters=np.asarray([clusters[first_pair[distinct[i]]] for i in order], int),
     )
@@ -296,6 +300,9 @@ def reply_values(replies: Sequence[str], eval_set: EvalSet) -> dict[str, np.ndar
         "dull_rate": np.asarray([c in eval_set.dull_set for c in canonical], dtype=float),
         "stock_rate": np.asarray([c in eval_set.stock_set for c in canonical], dtype=float),
         "repetition_rate": np.asarray([is_repetitive(r) for r in replies], dtype=float),
+        "nonword_rate": np.asarray(
+            [has_unknown_word(r, eval_set.known_words) for r in replies], dtype=float
+        ),
     }
 
 

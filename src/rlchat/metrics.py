@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +18,7 @@ import sacrebleu
 from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer
 
-from rlchat.text import DULL_REPLIES, canonical_reply, ngram_counts, ngrams
+from rlchat.text import DULL_REPLIES, canonical_reply, ngram_counts, ngrams, words_of
 
 # --------------------------------------------------------------------------- overlap
 
@@ -164,6 +164,15 @@ def is_repetitive(reply: str, n: int = 2) -> bool:
     grams = ngrams(words, n)
     stutter = any(a == b for a, b in zip(words, words[1:], strict=False))
     return stutter or len(set(grams)) < len(grams)
+
+
+def has_unknown_word(reply: str, known_words: Collection[str]) -> bool:
+    """True when the reply holds a word that no line of `known_words` holds.
+
+    A subword model can spell words no one says ("finisheding", "hundredman"): fluent-looking
+    garble that BLEU and the diversity figures count as variety.
+    """
+    return any(word not in known_words for word in words_of(reply))
 
 
 def repetition_rate(replies: Sequence[str], n: int = 2) -> float:

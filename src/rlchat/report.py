@@ -57,6 +57,7 @@ REPLY_FIGURES = (
     "dull_rate",
     "stock_rate",
     "repetition_rate",
+    "nonword_rate",
     "selfplay_turns",
 )
 # Most metrics are fractions (3 decimals); these live on larger scales.

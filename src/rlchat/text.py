@@ -3,6 +3,7 @@ and the lists of replies that fit any input."""
 
 from __future__ import annotations
 
+import re
 import string
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
@@ -20,6 +21,20 @@ DULL_REPLIES = (
     "you know what i'm saying",
     "you don't know anything",
 )
+
+
+# A word as a dictionary would list it: letters, with inner apostrophes ("don't", "o'clock").
+_WORD_RE = re.compile(r"[a-z]+(?:'[a-z]+)*")
+
+
+def words_of(text: str) -> list[str]:
+    """The words of a line, in normalised form, without punctuation or numbers."""
+    return _WORD_RE.findall(normalize_text(text))
+
+
+def vocabulary(texts: Iterable[str]) -> frozenset[str]:
+    """Every word `words_of` finds in the texts."""
+    return frozenset(word for text in texts for word in words_of(text))
 
 
 def ngrams(tokens: Sequence[Hashable], n: int) -> list[tuple[Hashable, ...]]:
