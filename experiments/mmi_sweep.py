@@ -36,7 +36,10 @@ from rlchat.evaluation import figures_of, reference_result, split_eval_set, text
 from rlchat.rerank import mmi_combine
 
 SOURCES = {
+    "sample p0.7 T1.0": DecodeConfig(strategy="sample", top_p=0.7),
+    "sample p0.75 T1.0": DecodeConfig(strategy="sample", top_p=0.75),
     "sample p0.8 T1.0": DecodeConfig(strategy="sample", top_p=0.8),
+    "sample p0.85 T1.0": DecodeConfig(strategy="sample", top_p=0.85),
     "sample p0.9 T0.8": DecodeConfig(strategy="sample", top_p=0.9, temperature=0.8),
     "sample p0.9 T1.0": DecodeConfig(strategy="sample", top_p=0.9),
     "sample p0.95 T0.8": DecodeConfig(strategy="sample", top_p=0.95, temperature=0.8),
@@ -45,8 +48,8 @@ SOURCES = {
     "beam": DecodeConfig(strategy="beam", beam_size=10, length_penalty=0.0),
 }
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0)
-LENGTHS = (0.0, 0.05, 0.1, 0.15, 0.25, 0.3, 0.35, 0.4, 0.5)
-CANDIDATES = (5, 10)
+LENGTHS = (0.0, 0.05, 0.1, 0.15, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7)
+CANDIDATES = (3, 5, 8, 10)
 SHOWN = (
     "bleu2",
     "sacrebleu",
@@ -80,6 +83,21 @@ def nonword_bound(report: dict, max_nonwords: str) -> float:
     if max_nonwords == "reference":
         return report["reference"]["nonword_rate"]
     return float(max_nonwords)
+
+
+def join_runs(reports: list[dict]) -> list[dict]:
+    """Sweeps of the same run joined into one report (a later sweep's row replaces an
+    earlier one of the same setting): a grid can be extended without decoding it again."""
+    joined: dict[str, dict] = {}
+    for report in reports:
+        if report["run"] not in joined:
+            joined[report["run"]] = {**report, "rows": list(report["rows"])}
+            continue
+        base = joined[report["run"]]
+        new = {tuple(r.get(k) for k in ("system", *SETTING)) for r in report["rows"]}
+        kept = [r for r in base["rows"] if tuple(r.get(k) for k in ("system", *SETTING)) not in new]
+        base["rows"] = kept + report["rows"]
+    return list(joined.values())
 
 
 def choose(reports: list[dict], max_top1: float, max_nonwords: str = "any") -> dict:
@@ -120,6 +138,7 @@ def main() -> None:
     parser.add_argument(
         "--choose-from", nargs="+", type=Path, help="pick one setting from these sweeps' JSON"
     )
+    parser.add_argument("--lengths", type=float, nargs="+", default=list(LENGTHS))
     parser.add_argument("--max-top1", type=float, default=GOALS["top1"][0])
     parser.add_argument(
         "--max-nonwords",
@@ -133,7 +152,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.choose_from:
-        reports = [json.loads(p.read_text(encoding="utf-8")) for p in args.choose_from]
+        reports = join_runs([json.loads(p.read_text(encoding="utf-8")) for p in args.choose_from])
         chosen = choose(reports, args.max_top1, args.max_nonwords)
         print(json.dumps(chosen, indent=2))
         if args.json:
@@ -176,7 +195,7 @@ def main() -> None:
         candidates, forward, backward = bot.mmi_candidates(messages, sources, decoding, generator)
         lengths = torch.as_tensor([len(c) for c in candidates])
         texts = bot.tokenizer.decode_batch(candidates)
-        grid = itertools.product(CANDIDATES, ("mean", "sum"), WEIGHTS, LENGTHS)
+        grid = itertools.product(CANDIDATES, ("mean", "sum"), WEIGHTS, args.lengths)
         for n, form, weight, length in grid:
             setting = replace(decoding, mmi_form=form, mmi_weight=weight, mmi_length=length)
             score = mmi_combine(forward, backward, lengths, setting).view(-1, n_max)[:, :n]
