@@ -218,20 +218,29 @@ def train_stage(plan: QuickstartPlan, stage: str, corpus: Corpus, minutes: float
 
 
 def evaluate_stage(plan: QuickstartPlan, corpus: Corpus, max_pairs: int = 0) -> dict[str, Any]:
+    if json_is_complete(plan.eval_path, runs=EVAL_SYSTEMS):
+        logger.info("evaluation %s is complete; skipping", plan.eval_path)
+        return json.loads(plan.eval_path.read_text(encoding="utf-8"))
+    result = evaluate_quickstart_runs(plan, corpus, max_pairs)
+    atomic_write_text(plan.eval_path, json.dumps(result, indent=2))
+    return result
+
+
+def evaluate_quickstart_runs(
+    plan: QuickstartPlan, corpus: Corpus, max_pairs: int = 0, decode: DecodeConfig | None = None
+) -> dict[str, Any]:
+    """CE, RL and the served bot (``decode``, by default `served_decoding`) beside the
+    baselines on the test split of the plan's runs."""
     from rlchat.chatbot import Chatbot
     from rlchat.dataset import prepare_dataset
     from rlchat.evaluation import DecodedBot, evaluate_runs
 
-    if json_is_complete(plan.eval_path, runs=EVAL_SYSTEMS):
-        logger.info("evaluation %s is complete; skipping", plan.eval_path)
-        return json.loads(plan.eval_path.read_text(encoding="utf-8"))
     ce = Chatbot.load(plan.ce_dir, device=plan.device)
     rl = Chatbot.load(plan.rl_dir, device=plan.device, backward=plan.backward_dir)
     dataset = prepare_dataset(corpus, ce.data_config, ce.tokenizer_config, tokenizer=ce.tokenizer)
-    splits = dataset.pairs()
-    result = evaluate_runs(
-        [ce, rl, DecodedBot(rl, served_decoding(), SERVED)],
-        splits,
+    return evaluate_runs(
+        [ce, rl, DecodedBot(rl, decode or served_decoding(), SERVED)],
+        dataset.pairs(),
         split="test",
         baselines=EVAL_BASELINES,
         max_pairs=max_pairs,
@@ -239,8 +248,6 @@ def evaluate_stage(plan: QuickstartPlan, corpus: Corpus, max_pairs: int = 0) -> 
         also_compare=[(baseline, SERVED) for baseline in EVAL_BASELINES],
         progress=plan.progress,
     )
-    atomic_write_text(plan.eval_path, json.dumps(result, indent=2))
-    return result
 
 
 def report_stage(plan: QuickstartPlan, evaluation: dict[str, Any]) -> Path:

@@ -1,0 +1,34 @@
+"""A quickstart run's evaluation again, on the whole test split, with the served decoding as it
+is now: for a run trained before the served decoding was chosen again.
+
+    python experiments/reevaluate.py runs/experiment-comedy-v4 \
+        --json runs/experiment-comedy-v4/eval-2.json
+
+The training stages are read, never run; the run's own eval.json is left as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rlchat.checkpoint import atomic_write_text
+from rlchat.corpus import load_corpus
+from rlchat.quickstart import QuickstartPlan, evaluate_quickstart_runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path, help="the quickstart's --out")
+    parser.add_argument("--corpus", type=Path, default=Path("../shared/data/cornell-excerpt"))
+    parser.add_argument("--json", type=Path, required=True)
+    args = parser.parse_args()
+    corpus = load_corpus(args.corpus)
+    genres = json.loads((args.out / "ce" / "run.json").read_text(encoding="utf-8"))
+    plan = QuickstartPlan(out=args.out, genres=genres["data"]["genres"], minutes=0, progress=False)
+    atomic_write_text(args.json, json.dumps(evaluate_quickstart_runs(plan, corpus), indent=2))
+
+
+if __name__ == "__main__":
+    main()
