@@ -612,7 +612,7 @@ def quickstart(
     console.print(f"Report: [bold]{plan.report_dir / 'report.md'}[/]")
     console.print(
         f"Chat in the terminal: [bold]rlchat chat {plan.rl_dir} --backward {plan.backward_dir} "
-        "--strategy sample --top-p 0.95 --rerank mmi[/]"
+        "--strategy sample --top-p 0.75 --rerank mmi[/]"
     )
     if serve_after:
         start_server(
