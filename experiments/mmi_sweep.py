@@ -68,7 +68,9 @@ SETTING = ("source", "candidates", "form", "weight", "length_bonus")
 def meets_goals(
     figures: dict[str, float], max_top1: float = GOALS["top1"][0], max_nonwords: float = 1.0
 ) -> bool:
-    bounds = {**GOALS, "top1": (max_top1, "max"), "nonword_rate": (max_nonwords, "max")}
+    bounds = {**GOALS, "top1": (max_top1, "max")}
+    if max_nonwords < 1.0:
+        bounds["nonword_rate"] = (max_nonwords, "max")
     return all(
         figures[name] <= bound if kind == "max" else figures[name] >= bound
         for name, (bound, kind) in bounds.items()
@@ -81,6 +83,11 @@ def nonword_bound(report: dict, max_nonwords: str) -> float:
     if max_nonwords == "any":
         return 1.0
     if max_nonwords == "reference":
+        if "reference" not in report:
+            raise SystemExit(
+                f"the sweep of {report['run']} has no non-word figures: run it again, or "
+                "pass --max-nonwords any"
+            )
         return report["reference"]["nonword_rate"]
     return float(max_nonwords)
 
@@ -125,8 +132,12 @@ def choose(reports: list[dict], max_top1: float, max_nonwords: str = "any") -> d
         "settings_meeting_goals": len(passing),
         "max_top1": max_top1,
         "max_nonwords": dict(zip((str(r["run"]) for r in reports), bounds, strict=True)),
-        **{f"mean_{k}": round(sum(r[k] for r in rows) / len(rows), 4) for k in SHOWN},
-        "per_run": [{k: r[k] for k in SHOWN} for r in rows],
+        **{
+            f"mean_{k}": round(sum(r[k] for r in rows) / len(rows), 4)
+            for k in SHOWN
+            if k in rows[0]
+        },
+        "per_run": [{k: r[k] for k in SHOWN if k in r} for r in rows],
     }
 
 

@@ -25,8 +25,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
     corpus = load_corpus(args.corpus)
-    genres = json.loads((args.out / "ce" / "run.json").read_text(encoding="utf-8"))
-    plan = QuickstartPlan(out=args.out, genres=genres["data"]["genres"], minutes=0, progress=False)
+    # The evaluation reads the genres and the split from the CE run itself.
+    plan = QuickstartPlan(out=args.out, genres=[], minutes=0, progress=False)
     atomic_write_text(args.json, json.dumps(evaluate_quickstart_runs(plan, corpus), indent=2))
 
 

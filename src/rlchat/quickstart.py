@@ -44,7 +44,8 @@ DONE_FILE = "done.json"
 SHARES = {"pretrain": 0.45, "finetune": 0.12, "backward": 0.13, "rl": 0.30}
 # Evaluation costs about as much as training on this many pairs per test pair: CE, RL, RL +
 # MMI over 10 candidates, both baselines and the tests took 15.5-19.3 pairs' worth in three
-# comedy runs (1.8-2.6 min for 3,512 test pairs at 406-539 pairs/s); 22 leaves a margin. The
+# comedy runs (1.8-2.6 min for 3,512 test pairs at 406-539 pairs/s); 22 leaves a margin, more
+# since the served MMI decodes 5 candidates. The
 # reserve is computed from the training speed of this machine, never a fixed time.
 EVAL_COST_PAIRS = 22.0
 EVAL_RESERVE_FLOOR = 0.05  # share of the budget kept for evaluation, at least
@@ -227,10 +228,10 @@ def evaluate_stage(plan: QuickstartPlan, corpus: Corpus, max_pairs: int = 0) -> 
 
 
 def evaluate_quickstart_runs(
-    plan: QuickstartPlan, corpus: Corpus, max_pairs: int = 0, decode: DecodeConfig | None = None
+    plan: QuickstartPlan, corpus: Corpus, max_pairs: int = 0
 ) -> dict[str, Any]:
-    """CE, RL and the served bot (``decode``, by default `served_decoding`) beside the
-    baselines on the test split of the plan's runs."""
+    """CE, RL and the served bot (`served_decoding`) beside the baselines on the test split
+    of the plan's runs, as the CE run's data settings split it."""
     from rlchat.chatbot import Chatbot
     from rlchat.dataset import prepare_dataset
     from rlchat.evaluation import DecodedBot, evaluate_runs
@@ -239,7 +240,7 @@ def evaluate_quickstart_runs(
     rl = Chatbot.load(plan.rl_dir, device=plan.device, backward=plan.backward_dir)
     dataset = prepare_dataset(corpus, ce.data_config, ce.tokenizer_config, tokenizer=ce.tokenizer)
     return evaluate_runs(
-        [ce, rl, DecodedBot(rl, decode or served_decoding(), SERVED)],
+        [ce, rl, DecodedBot(rl, served_decoding(), SERVED)],
         dataset.pairs(),
         split="test",
         baselines=EVAL_BASELINES,
