@@ -1,6 +1,7 @@
 """Against the greedy CE bot's one reply to everything: frequency-weighted cross-entropy
-(FACE-like, `--frequency-weighting`) and entropy-based filtering of common replies
-(`--max-reply-count`), each tried in the quickstart's fine-tune stage (`train ce --init` the
+(FACE-like, `--frequency-weighting`), entropy-based filtering of common replies
+(`--max-reply-count`) and negative training of frequent greedy replies
+(`--negative-threshold`), each tried in the quickstart's fine-tune stage (`train ce --init` the
 all-genre pretraining, on the genre, for the minutes the quickstart gives it), judged on the
 VALIDATION split (never test), greedy with the default 3-gram blocking.
 
@@ -37,6 +38,10 @@ SETTINGS: dict[str, list[str]] = {
     "weighting-0.75": ["--frequency-weighting", "0.75"],
     "filter-10": ["--max-reply-count", "10"],
     "filter-10+weighting-0.5": ["--max-reply-count", "10", "--frequency-weighting", "0.5"],
+    "negative-0.01": ["--negative-threshold", "0.01"],
+    "negative-0.02": ["--negative-threshold", "0.02"],
+    "negative-0.05": ["--negative-threshold", "0.05"],
+    "negative-0.01-weight-3": ["--negative-threshold", "0.01", "--negative-weight", "3"],
     "default-repeat": ["--seed", "1"],
 }
 SHOWN = ("bleu2", "top1", "unique", "distinct2", "length", "perplexity", "dull_rate")

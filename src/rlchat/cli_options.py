@@ -13,10 +13,16 @@ import typer
 
 
 def _option_for(
-    name: str, kind: Any, help_text: str, panel: str, flag: str | None, minimum: Any = None
+    name: str,
+    kind: Any,
+    help_text: str,
+    panel: str,
+    flag: str | None,
+    minimum: Any = None,
+    maximum: Any = None,
 ) -> tuple[Any, Any]:
-    """(annotation, typer.Option) for one dataclass field; a ``minimum`` is checked by the
-    parser, which names the flag in its error."""
+    """(annotation, typer.Option) for one dataclass field; a ``minimum`` or ``maximum`` is
+    checked by the parser, which names the flag in its error."""
     flag = flag or "--" + name.replace("_", "-")
     if kind is bool:
         return bool, typer.Option(f"{flag}/--no-{flag[2:]}", help=help_text, rich_help_panel=panel)
@@ -26,7 +32,7 @@ def _option_for(
         return list[str] | None, typer.Option(
             singular, help=help_text + " (repeatable)", rich_help_panel=panel
         )
-    return kind, typer.Option(flag, help=help_text, rich_help_panel=panel, min=minimum)
+    return kind, typer.Option(flag, help=help_text, rich_help_panel=panel, min=minimum, max=maximum)
 
 
 def config_options(*config_classes: type, exclude: tuple[str, ...] = ()) -> Callable:
@@ -62,6 +68,7 @@ def config_options(*config_classes: type, exclude: tuple[str, ...] = ()) -> Call
                     panel=cls.__name__.removesuffix("Config") + " options",
                     flag=f.metadata.get("flag"),
                     minimum=f.metadata.get("min"),
+                    maximum=f.metadata.get("max"),
                 )
                 if isinstance(default, list):
                     default = None

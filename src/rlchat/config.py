@@ -195,6 +195,27 @@ class CrossEntropyConfig(LoopConfig):
             "min": 0,
         },
     )
+    # Negative training (He & Glass 2019, arXiv:1903.02134, its frequent-response variant):
+    # each step also decodes its batch greedily, and a reply that makes up more than this
+    # share of the last `negative_window` greedy replies is trained down at its input. The
+    # penalty is unlikelihood, -log(1 - p) per token (Welleck et al. 2019, arXiv:1908.04319),
+    # which is bounded where He & Glass's +log p is not.
+    negative_threshold: float = field(
+        default=0.0,
+        metadata={
+            "help": "train down greedy replies above this share of recent ones (0 = off)",
+            "min": 0,
+            "max": 1,
+        },
+    )
+    negative_weight: float = field(
+        default=1.0,
+        metadata={"help": "weight of the unlikelihood of frequent greedy replies", "min": 0},
+    )
+    negative_window: int = field(
+        default=1000,
+        metadata={"help": "greedy replies the frequencies are counted over", "min": 1},
+    )
 
 
 # Measured on comedy (see README): BLEU alone, or BLEU with a small ease-of-answering ("dull")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from rlchat import __version__
-from rlchat.batching import Batch, make_batch
+from rlchat.batching import Batch, encode_inputs, make_batch
 from rlchat.checkpoint import load_bundle, load_weights
 from rlchat.config import (
     CrossEntropyConfig,
     DataConfig,
+    DecodeConfig,
     ModelConfig,
     TokenizerConfig,
     from_dict,
@@ -24,6 +26,7 @@ from rlchat.config import (
 )
 from rlchat.corpus import Corpus
 from rlchat.dataset import Example, prepare_dataset
+from rlchat.decoding import decode
 from rlchat.model import Seq2Seq, count_parameters
 from rlchat.runs import RunDir, RunError, autocast, pick_device
 from rlchat.scoring import reference_loss
@@ -77,6 +80,43 @@ def drop_common_replies(examples: list[Example], max_count: int) -> list[Example
         return examples
     counts = Counter(tuple(e.reply) for e in examples)
     return [e for e in examples if counts[tuple(e.reply)] <= max_count]
+
+
+class RecentReplies:
+    """The last `window` greedy replies and how often each occurs among them: what negative
+    training trains down. Saved with each checkpoint, so a resumed run counts on unchanged."""
+
+    def __init__(self, window: int, replies: Iterable[Sequence[int]] = ()) -> None:
+        self.replies: deque[tuple[int, ...]] = deque(maxlen=window)
+        self.counts: Counter[tuple[int, ...]] = Counter()
+        self.add(replies)
+
+    def add(self, replies: Iterable[Sequence[int]]) -> None:
+        for reply in map(tuple, replies):
+            if len(self.replies) == self.replies.maxlen:
+                self.counts[self.replies[0]] -= 1
+            self.replies.append(reply)
+            self.counts[reply] += 1
+
+    def is_frequent(self, reply: Sequence[int], threshold: float) -> bool:
+        """More than `threshold` of a full window: early on, before the window fills, a reply
+        needs as many repeats as it would later, so the first batches are not all trained down."""
+        return self.counts[tuple(reply)] > threshold * (self.replies.maxlen or 1)
+
+    def top_share(self) -> float:
+        """The commonest reply's share of the window so far: greedy top1 as training sees it."""
+        return max(self.counts.values(), default=0) / max(1, len(self.replies))
+
+    def to_json(self) -> list[list[int]]:
+        return [list(reply) for reply in self.replies]
+
+
+def unlikelihood(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Summed -log(1 - p(token)) over positions (N, V), (N,) -> (): zero when the model never
+    says the token, large as it becomes sure of it (Welleck et al. 2019)."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    p = log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1).exp()
+    return -torch.log1p(-p.clamp(max=1.0 - 1e-6)).sum()
 
 
 def token_loss(
@@ -154,19 +194,82 @@ class CrossEntropyTrainer(Trainer):
             vocab_size = self.model.config.vocab_size
             weights = frequency_weights(self.train_examples, vocab_size, power)
             self.token_weights = weights.to(self.device)
+        # Negative training decodes as `rlchat eval` judges a CE bot: greedy, 3-gram blocking.
+        self.greedy = DecodeConfig()
+        self.recent = RecentReplies(self.config.negative_window)
 
     def loss(self, examples: list[Example]) -> tuple[torch.Tensor, dict[str, float]]:
-        batch = make_batch([e.source for e in examples], [e.reply for e in examples])
+        sources, replies = [e.source for e in examples], [e.reply for e in examples]
+        if not self.config.negative_threshold:
+            batch = make_batch(sources, replies)
+            with autocast(self.device):
+                loss = token_loss(
+                    self.net,
+                    batch.to(self.device),
+                    teacher_forcing=self.config.teacher_forcing,
+                    label_smoothing=self.config.label_smoothing,
+                    weights=self.token_weights,
+                    world=self.world,
+                )
+            return loss, {"ce/loss": loss.item()}
+        return self.loss_with_negatives(sources, replies)
+
+    def frequent_greedy_replies(
+        self, sources: list[list[int]]
+    ) -> tuple[list[int], list[list[int]]]:
+        """The batch's greedy replies that are too frequent: (their rows, the replies)."""
+        self.model.eval()
+        src, src_lengths = (t.to(self.device) for t in encode_inputs(sources))
+        with torch.no_grad(), autocast(self.device):
+            greedy = decode(self.model, src, src_lengths, self.greedy).to_lists()
+        self.model.train()
+        self.recent.add(greedy)
+        threshold = self.config.negative_threshold
+        rows = [i for i, reply in enumerate(greedy) if self.recent.is_frequent(reply, threshold)]
+        return rows, [greedy[i] for i in rows]
+
+    def loss_with_negatives(
+        self, sources: list[list[int]], replies: list[list[int]]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cross-entropy on the batch plus the unlikelihood of its too-frequent greedy replies,
+        both from one forward pass (appended rows), per reference token."""
+        rows, negatives = self.frequent_greedy_replies(sources)
+        batch = make_batch(sources + [sources[i] for i in rows], replies + negatives)
+        batch = batch.to(self.device)
         with autocast(self.device):
-            loss = token_loss(
-                self.net,
-                batch.to(self.device),
+            logits = self.net(
+                batch.src,
+                batch.src_lengths,
+                batch.tgt_in,
+                batch.tgt_mask,
                 teacher_forcing=self.config.teacher_forcing,
-                label_smoothing=self.config.label_smoothing,
-                weights=self.token_weights,
-                world=self.world,
-            )
-        return loss, {"ce/loss": loss.item()}
+            )  # (N, V), row-major over tgt_mask
+        gold = batch.tgt_out[batch.tgt_mask]
+        negative = batch.tgt_mask.nonzero()[:, 0] >= len(sources)  # (N,) appended rows
+        nll = smoothed_cross_entropy(
+            logits[~negative].float(),
+            gold[~negative],
+            self.config.label_smoothing,
+            self.token_weights,
+        )
+        tokens = self.world.sum(float((~negative).sum()))
+        scale = self.world.size / tokens
+        penalty = unlikelihood(logits[negative], gold[negative])
+        ce, ul = nll * scale, penalty * scale
+        loss = ce + self.config.negative_weight * ul
+        return loss, {
+            "ce/loss": loss.item(),
+            "ce/nll": ce.item(),
+            "ce/unlikelihood": ul.item(),
+            "ce/negative_share": len(rows) / max(1, len(sources)),
+            "ce/greedy_top1": self.recent.top_share(),
+        }
+
+    def stage_state(self) -> dict[str, Any]:
+        return {"recent_replies": self.recent.to_json()} if self.config.negative_threshold else {}
+
+    def load_stage_state(self, state: dict[str, Any]) -> None:
+        self.recent = RecentReplies(self.config.negative_window, state.get("recent_replies", []))
 
     def evaluate(self) -> tuple[float, dict[str, float]]:
         result = evaluate_loss(self.model, self.valid_examples, self.device)

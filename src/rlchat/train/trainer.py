@@ -113,6 +113,13 @@ class Trainer:
         """(score, figures) on validation; lower score is better."""
         raise NotImplementedError
 
+    def stage_state(self) -> dict[str, Any]:
+        """What else a stage must keep to resume exactly (JSON); saved in each checkpoint."""
+        return {}
+
+    def load_stage_state(self, state: dict[str, Any]) -> None:
+        """Restore what `stage_state` saved."""
+
     # --- checkpoints -----------------------------------------------------------------------
 
     def bundle_config(self) -> dict[str, Any]:
@@ -128,7 +135,12 @@ class Trainer:
             model=self.model,
             config=self.bundle_config(),
             tokenizer_json=self.tokenizer_json,
-            state={"train": asdict(self.state), "optimizer": optimizer_meta, "rng": rng_meta},
+            state={
+                "train": asdict(self.state),
+                "optimizer": optimizer_meta,
+                "rng": rng_meta,
+                "stage": self.stage_state(),
+            },
             state_tensors={**optimizer_tensors, **rng_tensors},
         )
         self.run.prune(self.config.keep_checkpoints)
@@ -154,6 +166,7 @@ class Trainer:
             unflatten_optimizer(bundle.state_tensors, bundle.state["optimizer"])
         )
         self.state = TrainState(**bundle.state["train"])
+        self.load_stage_state(bundle.state.get("stage", {}))
         restore_rng(bundle.state_tensors, bundle.state["rng"])
         self.metrics.truncate_after(self.state.step)
         logger.info("resumed from %s (step %d, epoch %d)", path, self.state.step, self.state.epoch)
