@@ -365,3 +365,83 @@ def test_frequency_weighted_training_lowers_loss_and_moves_gradient_off_common_t
         not torch.equal(a, b)
         for a, b in zip(before_params, trainer.model.parameters(), strict=True)
     )
+
+
+def test_recent_replies_count_a_sliding_window_and_judge_against_a_full_one():
+    from rlchat.train.cross_entropy import RecentReplies
+
+    recent = RecentReplies(4, [[1], [1], [2]])
+    assert recent.top_share() == pytest.approx(2 / 3)
+    # A share of a full window: 2 of 4 is not more than half, so [1] is not yet frequent.
+    assert not recent.is_frequent([1], 0.5) and recent.is_frequent([1], 0.4)
+    recent.add([[3], [3], [3]])  # the window slides: both [1]s fall out
+    assert recent.to_json() == [[2], [3], [3], [3]]
+    assert recent.counts[(1,)] == 0 and recent.is_frequent([3], 0.5)
+    assert RecentReplies(4, recent.to_json()).counts == recent.counts
+
+
+def test_unlikelihood_matches_a_direct_computation():
+    from rlchat.train.cross_entropy import unlikelihood
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    tokens = torch.tensor([0, 2])
+    p = torch.softmax(logits, dim=-1)
+    expected = -(torch.log(1 - p[0, 0]) + torch.log(1 - p[1, 2]))
+    assert float(unlikelihood(logits, tokens)) == pytest.approx(float(expected), rel=1e-6)
+    # A token the model never says costs nothing.
+    assert float(unlikelihood(torch.tensor([[30.0, -30.0]]), torch.tensor([1]))) < 1e-6
+
+
+def greedy_top1(model: Seq2Seq, examples) -> float:
+    from collections import Counter
+
+    from rlchat.batching import encode_inputs
+    from rlchat.config import DecodeConfig
+    from rlchat.decoding import decode
+
+    model.eval()
+    src, lengths = encode_inputs([e.source for e in examples])
+    with torch.no_grad():
+        replies = decode(model, src, lengths, DecodeConfig()).to_lists()
+    return max(Counter(map(tuple, replies)).values()) / len(replies)
+
+
+def test_negative_training_breaks_up_the_reply_greedy_cross_entropy_gives_everything(
+    tmp_path, comedy
+):
+    _, dataset = comedy
+    plain = make_trainer(
+        tmp_path / "plain", dataset, CrossEntropyConfig(batch_size=32, max_steps=150)
+    )
+    plain.fit(progress=False)
+    config = CrossEntropyConfig(
+        batch_size=32, max_steps=150, negative_threshold=0.1, negative_window=200
+    )
+    negative = make_trainer(tmp_path / "negative", dataset, config)
+    summary = negative.fit(progress=False)
+    inputs = negative.valid_examples[:200]
+    plain_top1, negative_top1 = (
+        greedy_top1(plain.model, inputs),
+        greedy_top1(negative.model, inputs),
+    )
+    assert plain_top1 > 0.3  # the collapse negative training is for
+    assert negative_top1 < plain_top1 - 0.15
+    records = [json.loads(line) for line in (tmp_path / "negative" / "metrics.jsonl").open()]
+    assert any(r.get("ce/negative_share", 0) > 0 for r in records)
+    assert summary["valid"]["valid/loss"] < 6.0  # still a language model (start: ln 600 = 6.4)
+
+
+def test_a_resumed_negative_training_run_counts_on_from_the_same_window(tmp_path, comedy):
+    _, dataset = comedy
+    config = CrossEntropyConfig(
+        batch_size=32, max_steps=6, checkpoint_every=3, negative_threshold=0.1, negative_window=50
+    )
+    trainer = make_trainer(tmp_path, dataset, config)
+    trainer.on_step = lambda t: setattr(t, "stop_requested", t.state.step == 3)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(progress=False)
+    resumed = make_trainer(tmp_path, dataset, config)
+    assert resumed.resume()
+    assert (
+        resumed.recent.to_json() == trainer.recent.to_json() and len(trainer.recent.replies) == 50
+    )
