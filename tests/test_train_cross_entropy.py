@@ -392,43 +392,46 @@ def test_unlikelihood_matches_a_direct_computation():
     assert float(unlikelihood(torch.tensor([[30.0, -30.0]]), torch.tensor([1]))) < 1e-6
 
 
-def greedy_top1(model: Seq2Seq, examples) -> float:
-    from collections import Counter
-
+def test_negative_training_trains_down_the_replies_it_flags(tmp_path, comedy):
     from rlchat.batching import encode_inputs
-    from rlchat.config import DecodeConfig
     from rlchat.decoding import decode
+    from rlchat.scoring import reference_loss
 
-    model.eval()
-    src, lengths = encode_inputs([e.source for e in examples])
-    with torch.no_grad():
-        replies = decode(model, src, lengths, DecodeConfig()).to_lists()
-    return max(Counter(map(tuple, replies)).values()) / len(replies)
-
-
-def test_negative_training_breaks_up_the_reply_greedy_cross_entropy_gives_everything(
-    tmp_path, comedy
-):
     _, dataset = comedy
-    plain = make_trainer(
-        tmp_path / "plain", dataset, CrossEntropyConfig(batch_size=32, max_steps=150)
-    )
-    plain.fit(progress=False)
+    plain_config = CrossEntropyConfig(batch_size=32, warmup_steps=1, lr=1e-3)
+    # Every greedy reply counts as frequent here, so each step trains its batch's down.
     config = CrossEntropyConfig(
-        batch_size=32, max_steps=150, negative_threshold=0.1, negative_window=200
+        batch_size=32, warmup_steps=1, lr=1e-3, negative_threshold=1e-6, negative_weight=5.0
     )
+    # Unlikelihood pushes on what the model is sure of: start both from a model trained
+    # until its greedy replies are confident.
+    start = make_trainer(
+        tmp_path / "start", dataset, CrossEntropyConfig(batch_size=32, max_steps=150)
+    )
+    start.fit(progress=False)
+    plain = make_trainer(tmp_path / "plain", dataset, plain_config)
     negative = make_trainer(tmp_path / "negative", dataset, config)
-    summary = negative.fit(progress=False)
-    inputs = negative.valid_examples[:200]
-    plain_top1, negative_top1 = (
-        greedy_top1(plain.model, inputs),
-        greedy_top1(negative.model, inputs),
-    )
-    assert plain_top1 > 0.3  # the collapse negative training is for
-    assert negative_top1 < plain_top1 - 0.15
-    records = [json.loads(line) for line in (tmp_path / "negative" / "metrics.jsonl").open()]
-    assert any(r.get("ce/negative_share", 0) > 0 for r in records)
-    assert summary["valid"]["valid/loss"] < 6.0  # still a language model (start: ln 600 = 6.4)
+    for trainer in (plain, negative):
+        trainer.model.load_state_dict(start.model.state_dict())
+    batch = negative.train_examples[:32]
+    sources = [e.source for e in batch]
+    negative.model.eval()
+    with torch.no_grad():
+        flagged = decode(negative.model, *encode_inputs(sources), negative.greedy).to_lists()
+    figures = {}
+    for _ in range(5):  # the same batch and start for both: only the penalty differs
+        plain.train_step(batch, total_steps=5)
+        figures = negative.train_step(batch, total_steps=5)
+    assert figures["ce/negative_share"] == 1.0 and figures["ce/unlikelihood"] > 0
+    assert figures["ce/loss"] > figures["ce/nll"]
+    device = torch.device("cpu")
+    nll_plain = reference_loss(plain.model, sources, flagged, device)["loss"]
+    nll_negative = reference_loss(negative.model, sources, flagged, device)["loss"]
+    assert nll_negative > nll_plain + 0.5
+    # ... while the batch's own replies stay about as likely as plain training makes them.
+    replies = [e.reply for e in batch]
+    gold_plain = reference_loss(plain.model, sources, replies, device)["loss"]
+    assert reference_loss(negative.model, sources, replies, device)["loss"] < gold_plain + 0.5
 
 
 def test_a_resumed_negative_training_run_counts_on_from_the_same_window(tmp_path, comedy):
