@@ -42,7 +42,10 @@ SETTINGS: dict[str, list[str]] = {
     "negative-0.02": ["--negative-threshold", "0.02"],
     "negative-0.05": ["--negative-threshold", "0.05"],
     "negative-0.01-weight-3": ["--negative-threshold", "0.01", "--negative-weight", "3"],
+    "lr-1e-3": ["--lr", "1e-3"],
     "lr-5e-4": ["--lr", "5e-4"],
+    "lr-2.5e-4": ["--lr", "2.5e-4"],
+    "lr-5e-4-repeat": ["--lr", "5e-4", "--seed", "1"],
     "negative-0.05-lr-5e-4": ["--negative-threshold", "0.05", "--lr", "5e-4"],
     "default-repeat": ["--seed", "1"],
 }
