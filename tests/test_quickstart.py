@@ -82,12 +82,14 @@ def test_the_evaluation_reserve_counts_the_test_pairs_evaluation_will_see(tmp_pa
 def test_every_stage_trains_with_the_plans_seed_and_keeps_the_split(tmp_path, monkeypatch):
     import rlchat.train.cross_entropy as cross_entropy
     import rlchat.train.scst as scst
-    from rlchat.quickstart import QuickstartPlan, train_stage
+    from rlchat.config import CrossEntropyConfig
+    from rlchat.quickstart import FINETUNE_LR, QuickstartPlan, train_stage
 
-    seen = {}
+    seen, rates = {}, {}
 
     def fake_ce(*, data_config, train_config, out, **_):
         seen[out.name] = (train_config.seed, data_config.split_seed)
+        rates[out.name] = train_config.lr
         return {}
 
     def fake_rl(*, rl_config, out, **_):
@@ -106,3 +108,10 @@ def test_every_stage_trains_with_the_plans_seed_and_keeps_the_split(tmp_path, mo
         plan.backward_dir.name: (3, 0),
         plan.rl_dir.name: (3, None),
     }
+    # Pretraining at the CE rate; both fine-tunes from it at their own, lower one.
+    assert rates == {
+        plan.pretrain_dir.name: CrossEntropyConfig().lr,
+        plan.ce_dir.name: FINETUNE_LR,
+        plan.backward_dir.name: FINETUNE_LR,
+    }
+    assert CrossEntropyConfig().lr > FINETUNE_LR
