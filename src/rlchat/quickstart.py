@@ -237,10 +237,11 @@ def evaluate_stage(plan: QuickstartPlan, corpus: Corpus, max_pairs: int = 0) -> 
 
 
 def evaluate_quickstart_runs(
-    plan: QuickstartPlan, corpus: Corpus, max_pairs: int = 0
+    plan: QuickstartPlan, corpus: Corpus, max_pairs: int = 0, split: str = "test"
 ) -> dict[str, Any]:
     """CE, RL and the served bot (`served_decoding`) beside the baselines on the test split
-    of the plan's runs, as the CE run's data settings split it."""
+    of the plan's runs, as the CE run's data settings split it; `split="valid"` compares
+    recipes without reading test."""
     from rlchat.chatbot import Chatbot
     from rlchat.dataset import prepare_dataset
     from rlchat.evaluation import DecodedBot, evaluate_runs
@@ -251,7 +252,7 @@ def evaluate_quickstart_runs(
     return evaluate_runs(
         [ce, rl, DecodedBot(rl, served_decoding(), SERVED)],
         dataset.pairs(),
-        split="test",
+        split=split,
         baselines=EVAL_BASELINES,
         max_pairs=max_pairs,
         # The served bot against the baselines too: does it beat a bot without a model?
