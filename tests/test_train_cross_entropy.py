@@ -376,7 +376,7 @@ def test_recent_replies_count_a_sliding_window_and_judge_against_a_full_one():
     assert not recent.is_frequent([1], 0.5) and recent.is_frequent([1], 0.4)
     recent.add([[3], [3], [3]])  # the window slides: both [1]s fall out
     assert recent.to_json() == [[2], [3], [3], [3]]
-    assert recent.counts[(1,)] == 0 and recent.is_frequent([3], 0.5)
+    assert (1,) not in recent.counts and recent.is_frequent([3], 0.5)
     assert RecentReplies(4, recent.to_json()).counts == recent.counts
 
 

@@ -94,7 +94,12 @@ class RecentReplies:
     def add(self, replies: Iterable[Sequence[int]]) -> None:
         for reply in map(tuple, replies):
             if len(self.replies) == self.replies.maxlen:
-                self.counts[self.replies[0]] -= 1
+                oldest = self.replies[0]
+                self.counts[oldest] -= 1
+                if not self.counts[oldest]:
+                    # Kept, every reply ever decoded would stay a key: memory and top_share's
+                    # scan would grow with the run instead of the window.
+                    del self.counts[oldest]
             self.replies.append(reply)
             self.counts[reply] += 1
 
