@@ -1,7 +1,8 @@
 """Against the greedy CE bot's one reply to everything: frequency-weighted cross-entropy
 (FACE-like, `--frequency-weighting`), entropy-based filtering of common replies
 (`--max-reply-count`) and negative training of frequent greedy replies
-(`--negative-threshold`), each tried in the quickstart's fine-tune stage (`train ce --init` the
+(`--negative-threshold`) and a margin between a reply's fit to its own input and to another's
+(`--contrastive-weight`), each tried in the quickstart's fine-tune stage (`train ce --init` the
 all-genre pretraining, on the genre, for the minutes the quickstart gives it), judged on the
 VALIDATION split (never test), greedy with the default 3-gram blocking.
 
@@ -48,6 +49,16 @@ SETTINGS: dict[str, list[str]] = {
     "lr-5e-4-repeat": ["--lr", "5e-4", "--seed", "1"],
     "negative-0.05-lr-5e-4": ["--negative-threshold", "0.05", "--lr", "5e-4"],
     "default-repeat": ["--seed", "1"],
+    # The mismatched-input margin, at the quickstart's fine-tune rate (compare with lr-5e-4).
+    "mismatch-0.5-m1-lr-5e-4": ["--lr", "5e-4", "--contrastive-weight", "0.5"],
+    "mismatch-1-m1-lr-5e-4": ["--lr", "5e-4", "--contrastive-weight", "1"],
+    "mismatch-2-m1-lr-5e-4": ["--lr", "5e-4", "--contrastive-weight", "2"],
+    "mismatch-1-m0.5-lr-5e-4": [
+        *["--lr", "5e-4", "--contrastive-weight", "1", "--contrastive-margin", "0.5"]
+    ],
+    "mismatch-1-m2-lr-5e-4": [
+        *["--lr", "5e-4", "--contrastive-weight", "1", "--contrastive-margin", "2"]
+    ],
 }
 SHOWN = ("bleu2", "top1", "unique", "distinct2", "length", "perplexity", "dull_rate")
 

@@ -216,6 +216,23 @@ class CrossEntropyConfig(LoopConfig):
         default=1000,
         metadata={"help": "greedy replies the frequencies are counted over", "min": 1},
     )
+    # Mismatched inputs, MMI at training time: each reply is also scored after another row's
+    # input, and max(0, m - (l(r|s) - l(r|s'))) on per-token mean log-probs asks it to fit its
+    # own input by m nats a token more. A reply that fits any input cannot meet the margin and
+    # is pushed down after the inputs it does not answer: in expectation the target becomes
+    # (1 + w) p(r|s) - w p(r), the anti-language-model of Li et al. 2016 (arXiv:1510.03055)
+    # learned instead of decoded.
+    contrastive_weight: float = field(
+        default=0.0,
+        metadata={"help": "weight of the mismatched-input margin loss (0 = off)", "min": 0},
+    )
+    contrastive_margin: float = field(
+        default=1.0,
+        metadata={
+            "help": "nats a token a reply must fit its input better than another's",
+            "min": 0,
+        },
+    )
 
 
 # Measured on comedy (see README): BLEU alone, or BLEU with a small ease-of-answering ("dull")

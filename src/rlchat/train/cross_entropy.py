@@ -124,6 +124,46 @@ def unlikelihood(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return -torch.log1p(-p.clamp(max=1.0 - 1e-6)).sum()
 
 
+def rolled(replies: list[list[int]]) -> list[list[int]]:
+    """Each row's reply moved to the next row (the last to the first)."""
+    return replies[-1:] + replies[:-1]
+
+
+def interleave(first: list[list[int]], second: list[list[int]]) -> list[list[int]]:
+    return [row for pair in zip(first, second, strict=True) for row in pair]
+
+
+def distinct_from_next(replies: list[list[int]], device: torch.device) -> torch.Tensor:
+    """(B,) true where reply i differs from reply i + 1: scoring reply i after input i + 1 is
+    a mismatch only then (a stock reply may be the next row's gold too)."""
+    following = replies[1:] + replies[:1]
+    return torch.tensor([a != b for a, b in zip(replies, following, strict=True)], device=device)
+
+
+def row_mean_log_probs(
+    logits: torch.Tensor, gold: torch.Tensor, row_of_token: torch.Tensor, tgt_mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean per-token log p of each row's target (N, V), (N,), (N,), (R, T) -> (R,)."""
+    token = torch.log_softmax(logits.float(), dim=-1).gather(1, gold.unsqueeze(1)).squeeze(1)
+    sums = token.new_zeros(tgt_mask.size(0)).index_add(0, row_of_token, token)
+    return sums / tgt_mask.sum(dim=1)
+
+
+def mismatch_margin(
+    mean_log_p: torch.Tensor, margin: float, valid: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Hinge max(0, m - (l(r_i | s_i) - l(r_i | s_{i+1}))) averaged over the valid rows, from
+    the interleaved mean log-probs (2B,): l(r_i | s_i) at 2i, l(r_{i-1} | s_i) at 2i + 1. Also the
+    mean gap l(r_i | s_i) - l(r_i | s_{i+1}), which training should widen."""
+    own = mean_log_p[0::2]
+    after_next = mean_log_p[1::2].roll(-1)  # l(r_i | s_{i+1})
+    gap = (own - after_next)[valid]
+    if not gap.numel():
+        zero = mean_log_p.sum() * 0.0
+        return {"loss": zero, "gap": zero.detach()}
+    return {"loss": torch.relu(margin - gap).mean(), "gap": gap.detach().mean()}
+
+
 def token_loss(
     model: torch.nn.Module,
     batch: Batch,
@@ -202,9 +242,13 @@ class CrossEntropyTrainer(Trainer):
         # Negative training decodes as `rlchat eval` judges a CE bot: greedy, 3-gram blocking.
         self.greedy = DecodeConfig()
         self.recent = RecentReplies(self.config.negative_window)
+        if self.config.negative_threshold and self.config.contrastive_weight:
+            raise RunError("--negative-threshold and --contrastive-weight cannot be combined")
 
     def loss(self, examples: list[Example]) -> tuple[torch.Tensor, dict[str, float]]:
         sources, replies = [e.source for e in examples], [e.reply for e in examples]
+        if self.config.contrastive_weight:
+            return self.loss_with_mismatched(sources, replies)
         if not self.config.negative_threshold:
             batch = make_batch(sources, replies)
             with autocast(self.device):
@@ -268,6 +312,41 @@ class CrossEntropyTrainer(Trainer):
             "ce/unlikelihood": ul.item(),
             "ce/negative_share": len(rows) / max(1, len(sources)),
             "ce/greedy_top1": self.recent.top_share(),
+        }
+
+    def loss_with_mismatched(
+        self, sources: list[list[int]], replies: list[list[int]]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cross-entropy plus the mismatched-input margin, from one encoder pass: each input is
+        decoded twice, once with its own reply and once with the previous row's."""
+        batch = make_batch(sources, interleave(replies, rolled(replies)))
+        batch = batch.to(self.device)
+        with autocast(self.device):
+            logits = self.net(
+                batch.src,
+                batch.src_lengths,
+                batch.tgt_in,
+                batch.tgt_mask,
+                teacher_forcing=self.config.teacher_forcing,
+                repeat=2,
+            )  # (N, V), rows: own reply of input i at 2i, reply i - 1 at 2i + 1
+        row_of_token = batch.tgt_mask.nonzero()[:, 0]
+        own = row_of_token % 2 == 0
+        gold = batch.tgt_out[batch.tgt_mask]
+        nll = smoothed_cross_entropy(
+            logits[own].float(), gold[own], self.config.label_smoothing, self.token_weights
+        )
+        ce = nll * self.world.size / self.world.sum(float(own.sum()))
+        mean_log_p = row_mean_log_probs(logits, gold, row_of_token, batch.tgt_mask)
+        margin = mismatch_margin(
+            mean_log_p, self.config.contrastive_margin, distinct_from_next(replies, self.device)
+        )
+        loss = ce + self.config.contrastive_weight * margin["loss"]
+        return loss, {
+            "ce/loss": loss.item(),
+            "ce/nll": ce.item(),
+            "ce/mismatch_loss": margin["loss"].item(),
+            "ce/mismatch_gap": margin["gap"].item(),
         }
 
     def stage_state(self) -> dict[str, Any]:
