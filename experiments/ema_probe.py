@@ -36,7 +36,7 @@ SHOWN = ("bleu2", "top1", "unique", "distinct2", "length", "perplexity", "dull_r
 
 
 def train_with_averages(
-    out: Path, init: Path, corpus, minutes: float, seed: int, decays: list[float]
+    out: Path, init: Path, corpus, minutes: float, steps: int, seed: int, decays: list[float]
 ) -> dict[float, AveragedModel]:
     averages: dict[float, AveragedModel] = {}
     step = Trainer.train_step
@@ -59,7 +59,7 @@ def train_with_averages(
             tokenizer_config=TokenizerConfig(),
             model_config=ModelConfig(),
             train_config=CrossEntropyConfig(
-                epochs=100, max_minutes=minutes, seed=seed, lr=5e-4
+                epochs=100, max_minutes=minutes, max_steps=steps, seed=seed, lr=5e-4
             ),
             init=init,
             progress=False,
@@ -85,19 +85,26 @@ def main() -> None:
     parser.add_argument("--corpus", default="../shared/data/cornell-excerpt")
     parser.add_argument("--init", type=Path, required=True, help="the all-genre CE run")
     parser.add_argument("--out", type=Path, default=Path("runs/ema-probe"))
-    parser.add_argument("--minutes", type=float, required=True, help="per run")
+    parser.add_argument("--minutes", type=float, default=0.0, help="per run (0 = no cap)")
+    parser.add_argument(
+        "--steps", type=int, default=0, help="per run (0 = no cap): stop where another run did"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--decays", type=float, nargs="+", default=[0.98, 0.99, 0.995])
     parser.add_argument("--pairs", type=int, default=1000, help="validation pairs (seeded)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if not (args.minutes or args.steps):
+        parser.error("give --minutes or --steps")
     corpus = load_corpus(Path(args.corpus))
     runs: list[Path] = []
     for seed in args.seeds:
         raw = args.out / f"seed{seed}-last"
         if raw.exists():
             shutil.rmtree(raw)
-        averages = train_with_averages(raw, args.init, corpus, args.minutes, seed, args.decays)
+        averages = train_with_averages(
+            raw, args.init, corpus, args.minutes, args.steps, seed, args.decays
+        )
         runs.append(raw)
         for decay, average in averages.items():
             runs.append(args.out / f"seed{seed}-ema{decay}")
@@ -111,6 +118,7 @@ def main() -> None:
             "what": __doc__.split("\n\n")[0],
             "init": str(args.init),
             "minutes_per_run": args.minutes,
+            "steps_per_run": args.steps,
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "torch": torch.__version__,
             "valid_pairs": pairs,

@@ -522,3 +522,49 @@ def test_negative_training_and_the_mismatch_margin_are_not_combined(tmp_path, co
     config = CrossEntropyConfig(negative_threshold=0.1, contrastive_weight=1.0)
     with pytest.raises(RunError, match="contrastive-weight"):
         make_trainer(tmp_path, dataset, config)
+
+
+def test_weight_averaging_validates_and_saves_the_moving_average(tmp_path, comedy):
+    from rlchat.checkpoint import load_bundle
+
+    _, dataset = comedy
+    decay = 0.8
+    trainer = make_trainer(
+        tmp_path, dataset, CrossEntropyConfig(batch_size=32, max_steps=12, ema_decay=decay)
+    )
+    name = next(n for n, _ in trainer.model.named_parameters())
+    seen = []
+    trainer.on_step = lambda t: seen.append(dict(t.model.named_parameters())[name].detach().clone())
+    trainer.fit(progress=False)
+    expected = seen[0]
+    for weights in seen[1:]:
+        expected = decay * expected + (1 - decay) * weights
+    average = dict(trainer.average.module.named_parameters())[name]
+    assert torch.allclose(average, expected, atol=1e-6)
+    last = dict(trainer.model.named_parameters())[name]
+    assert not torch.allclose(last, average)  # training goes on from the last weights
+    best = load_bundle(trainer.run.best_path).weights
+    assert torch.equal(best[name], average.detach())
+    # ... and validation judged the average: its loss is the one recorded.
+    assert trainer.state.best_score == pytest.approx(
+        evaluate_loss(trainer.average.module, trainer.valid_examples, trainer.device)["loss"]
+    )
+
+
+def test_a_resumed_run_keeps_its_moving_average(tmp_path, comedy):
+    _, dataset = comedy
+    config = CrossEntropyConfig(batch_size=32, max_steps=20, checkpoint_every=7, ema_decay=0.9)
+    straight = make_trainer(tmp_path / "a", dataset, config)
+    straight.fit(progress=False)
+    interrupted = make_trainer(tmp_path / "b", dataset, config)
+    interrupted.on_step = lambda t: setattr(t, "stop_requested", t.state.step == 9)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(progress=False)
+    resumed = make_trainer(tmp_path / "b", dataset, config)
+    assert resumed.resume() and resumed.state.step == 9
+    resumed.fit(progress=False)
+    for a, b in zip(
+        straight.average.module.parameters(), resumed.average.module.parameters(), strict=True
+    ):
+        assert torch.equal(a, b)
+    assert int(resumed.average.n_averaged) == 20

@@ -3,14 +3,16 @@ resume and Ctrl-C. Each stage (cross-entropy, SCST) supplies its step and its va
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from rlchat.batching import bucketed_batches
@@ -93,6 +95,11 @@ class Trainer:
         self.config = config
         self.device = device
         self.optimizer = build_optimizer(self.model, config)
+        self.average = (
+            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+            if config.ema_decay
+            else None
+        )
         self.state = TrainState()
         # Only rank 0 writes: one metrics file, one set of checkpoints.
         self.metrics = MetricsLog(run, tensorboard=tensorboard, enabled=world.is_main)
@@ -125,6 +132,47 @@ class Trainer:
     def bundle_config(self) -> dict[str, Any]:
         return {**self.run_config, "train_state": asdict(self.state)}
 
+    def average_tensors(self) -> dict[str, torch.Tensor]:
+        """The moving average's weights and count, for the checkpoint (none when off)."""
+        if self.average is None:
+            return {}
+        tensors = {
+            f"average.{name}": p.detach().cpu().clone()
+            for name, p in self.average.module.named_parameters()
+        }
+        return {**tensors, "average_count": self.average.n_averaged.detach().cpu().clone()}
+
+    def load_average(self, tensors: dict[str, torch.Tensor]) -> None:
+        if self.average is None:
+            return
+        if "average_count" not in tensors:
+            # A checkpoint from before averaging was turned on: start the average here.
+            self.average.n_averaged.zero_()
+            return
+        with torch.no_grad():
+            for name, p in self.average.module.named_parameters():
+                p.copy_(tensors[f"average.{name}"])
+            self.average.n_averaged.copy_(tensors["average_count"])
+
+    @contextlib.contextmanager
+    def averaged_weights(self) -> Iterator[None]:
+        """The model holds the moving average's weights inside (the last ones when off or
+        before the first step), and its own again afterwards."""
+        if self.average is None or not int(self.average.n_averaged):
+            yield
+            return
+        params = list(self.model.parameters())
+        last = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, a in zip(params, self.average.module.parameters(), strict=True):
+                p.copy_(a)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, saved in zip(params, last, strict=True):
+                    p.copy_(saved)
+
     def save_checkpoint(self) -> None:
         if not self.world.is_main:
             return
@@ -141,7 +189,7 @@ class Trainer:
                 "rng": rng_meta,
                 "stage": self.stage_state(),
             },
-            state_tensors={**optimizer_tensors, **rng_tensors},
+            state_tensors={**optimizer_tensors, **rng_tensors, **self.average_tensors()},
         )
         self.run.prune(self.config.keep_checkpoints)
 
@@ -167,6 +215,7 @@ class Trainer:
         )
         self.state = TrainState(**bundle.state["train"])
         self.load_stage_state(bundle.state.get("stage", {}))
+        self.load_average(bundle.state_tensors)
         restore_rng(bundle.state_tensors, bundle.state["rng"])
         self.metrics.truncate_after(self.state.step)
         logger.info("resumed from %s (step %d, epoch %d)", path, self.state.step, self.state.epoch)
@@ -195,18 +244,23 @@ class Trainer:
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
+        if self.average is not None:
+            self.average.update_parameters(self.model)
         return {**figures, f"{self.stage}/lr": lr}
 
     def validate(self) -> dict[str, float]:
         """Validation figures; tracks the best model, the plateau schedule and early stopping."""
         started = time.perf_counter()
-        score, figures = self.evaluate()
+        with self.averaged_weights():
+            score, figures = self.evaluate()
+            improved = score < self.state.best_score - 1e-4
+            if improved:
+                self.save_best()
         self.validation_s = time.perf_counter() - started
         self.validated_at = self.state.step
-        if score < self.state.best_score - 1e-4:
+        if improved:
             self.state.best_score = score
             self.state.evals_without_improvement = 0
-            self.save_best()
         else:
             self.state.evals_without_improvement += 1
             if self.config.schedule == "plateau":
