@@ -83,14 +83,13 @@ def test_every_stage_trains_with_the_plans_seed_and_keeps_the_split(tmp_path, mo
     import rlchat.train.cross_entropy as cross_entropy
     import rlchat.train.scst as scst
     from rlchat.config import CrossEntropyConfig
-    from rlchat.quickstart import FINETUNE_EMA, FINETUNE_LR, QuickstartPlan, train_stage
+    from rlchat.quickstart import FINETUNE_LR, QuickstartPlan, train_stage
 
-    seen, rates, averages = {}, {}, {}
+    seen, rates = {}, {}
 
     def fake_ce(*, data_config, train_config, out, **_):
         seen[out.name] = (train_config.seed, data_config.split_seed)
         rates[out.name] = train_config.lr
-        averages[out.name] = train_config.ema_decay
         return {}
 
     def fake_rl(*, rl_config, out, **_):
@@ -116,10 +115,3 @@ def test_every_stage_trains_with_the_plans_seed_and_keeps_the_split(tmp_path, mo
         plan.backward_dir.name: FINETUNE_LR,
     }
     assert CrossEntropyConfig().lr > FINETUNE_LR
-    # Only the genre fine-tune is kept as a moving average of its weights.
-    assert averages == {
-        plan.pretrain_dir.name: 0.0,
-        plan.ce_dir.name: FINETUNE_EMA,
-        plan.backward_dir.name: 0.0,
-    }
-    assert 0 < FINETUNE_EMA < 1

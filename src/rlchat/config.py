@@ -169,9 +169,10 @@ class LoopConfig:
     keep_checkpoints: int = field(default=2, metadata={"help": "resumable checkpoints kept"})
     seed: int = field(default=0, metadata={"help": "seed of weights, batches and dropout"})
     # Polyak averaging: validation and best/ use an exponential moving average of the weights,
-    # training goes on from the last ones. At the quickstart's budget greedy CE's commonest
-    # reply moved from 23% to 65% of validation inputs in 27 steps of 400
-    # (docs/experiments.md); the average does not follow each step's swing.
+    # training goes on from the last ones. At the quickstart's fine-tune budget greedy CE's
+    # commonest reply moved from 23% to 65% of validation inputs in 27 steps of 400; the
+    # average does not follow that swing, but in two whole-recipe draws it did not make the
+    # served bot better, so the quickstart leaves it off (docs/experiments.md).
     ema_decay: float = field(
         default=0.0,
         metadata={

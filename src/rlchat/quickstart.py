@@ -57,11 +57,6 @@ STAGE_SETUP_MINUTES = 0.25  # a stage's data preparation, before its trainer's c
 # ended with comedy validation perplexity 65-69, at 5e-4 at 56 in two seeds, at 2.5e-4 at 56
 # too (experiments/dull_ce_sweep.py, docs/experiments.md).
 FINETUNE_LR = 5e-4
-# The genre fine-tune is judged and kept as a moving average of its weights: at its ~400
-# steps the last weights' greedy replies swing between stock lines (commonest reply 23% of
-# validation inputs at one step, 65% 27 steps later); the average at 0.99 had 18-23% in three
-# paired runs, perplexity 0.2-3.5 lower (experiments/ema_probe.py, docs/experiments.md).
-FINETUNE_EMA = 0.99
 
 
 @dataclass
@@ -221,7 +216,6 @@ def train_stage(plan: QuickstartPlan, stage: str, corpus: Corpus, minutes: float
                 max_minutes=fit_minutes,
                 seed=plan.seed,
                 lr=CrossEntropyConfig.lr if init is None else FINETUNE_LR,
-                ema_decay=FINETUNE_EMA if stage == "finetune" else 0.0,
             ),
             init=init,
             progress=plan.progress,
