@@ -263,6 +263,30 @@ class CrossEntropyTrainer(Trainer):
             return loss, {"ce/loss": loss.item()}
         return self.loss_with_negatives(sources, replies)
 
+    def teacher_forced_logits(self, batch: Batch, repeat: int = 1) -> torch.Tensor:
+        """Logits (N, V) at the batch's real target positions, with gradient."""
+        with autocast(self.device):
+            return self.net(
+                batch.src,
+                batch.src_lengths,
+                batch.tgt_in,
+                batch.tgt_mask,
+                teacher_forcing=self.config.teacher_forcing,
+                repeat=repeat,
+            )
+
+    def gold_cross_entropy(
+        self, logits: torch.Tensor, gold: torch.Tensor, keep: torch.Tensor
+    ) -> torch.Tensor:
+        """Summed (smoothed, weighted) cross-entropy of the kept positions."""
+        return smoothed_cross_entropy(
+            logits[keep].float(), gold[keep], self.config.label_smoothing, self.token_weights
+        )
+
+    def per_reference_token(self, keep: torch.Tensor) -> float:
+        """1 / reference tokens over every process's batch (times the world, as DDP averages)."""
+        return self.world.size / self.world.sum(float(keep.sum()))
+
     def frequent_greedy_replies(
         self, sources: list[list[int]]
     ) -> tuple[list[int], list[list[int]]]:
@@ -285,26 +309,12 @@ class CrossEntropyTrainer(Trainer):
         rows, negatives = self.frequent_greedy_replies(sources)
         batch = make_batch(sources + [sources[i] for i in rows], replies + negatives)
         batch = batch.to(self.device)
-        with autocast(self.device):
-            logits = self.net(
-                batch.src,
-                batch.src_lengths,
-                batch.tgt_in,
-                batch.tgt_mask,
-                teacher_forcing=self.config.teacher_forcing,
-            )  # (N, V), row-major over tgt_mask
+        logits = self.teacher_forced_logits(batch)  # (N, V), row-major over tgt_mask
         gold = batch.tgt_out[batch.tgt_mask]
         negative = batch.tgt_mask.nonzero()[:, 0] >= len(sources)  # (N,) appended rows
-        nll = smoothed_cross_entropy(
-            logits[~negative].float(),
-            gold[~negative],
-            self.config.label_smoothing,
-            self.token_weights,
-        )
-        tokens = self.world.sum(float((~negative).sum()))
-        scale = self.world.size / tokens
-        penalty = unlikelihood(logits[negative], gold[negative])
-        ce, ul = nll * scale, penalty * scale
+        scale = self.per_reference_token(~negative)
+        ce = self.gold_cross_entropy(logits, gold, ~negative) * scale
+        ul = unlikelihood(logits[negative], gold[negative]) * scale
         loss = ce + self.config.negative_weight * ul
         return loss, {
             "ce/loss": loss.item(),
@@ -321,22 +331,12 @@ class CrossEntropyTrainer(Trainer):
         decoded twice, once with its own reply and once with the previous row's."""
         batch = make_batch(sources, interleave(replies, rolled(replies)))
         batch = batch.to(self.device)
-        with autocast(self.device):
-            logits = self.net(
-                batch.src,
-                batch.src_lengths,
-                batch.tgt_in,
-                batch.tgt_mask,
-                teacher_forcing=self.config.teacher_forcing,
-                repeat=2,
-            )  # (N, V), rows: own reply of input i at 2i, reply i - 1 at 2i + 1
+        # (N, V); rows: input i's own reply at 2i, reply i - 1 at 2i + 1
+        logits = self.teacher_forced_logits(batch, repeat=2)
         row_of_token = batch.tgt_mask.nonzero()[:, 0]
         own = row_of_token % 2 == 0
         gold = batch.tgt_out[batch.tgt_mask]
-        nll = smoothed_cross_entropy(
-            logits[own].float(), gold[own], self.config.label_smoothing, self.token_weights
-        )
-        ce = nll * self.world.size / self.world.sum(float(own.sum()))
+        ce = self.gold_cross_entropy(logits, gold, own) * self.per_reference_token(own)
         mean_log_p = row_mean_log_probs(logits, gold, row_of_token, batch.tgt_mask)
         margin = mismatch_margin(
             mean_log_p, self.config.contrastive_margin, distinct_from_next(replies, self.device)
