@@ -10,7 +10,13 @@ from rlchat.metrics import (
     ngram_count_statistics,
     reply_count_statistics,
 )
-from rlchat.significance import cluster_ids, compare, randomised_differences, swap_masks
+from rlchat.significance import (
+    cluster_ids,
+    compare,
+    pooled_comparison,
+    randomised_differences,
+    swap_masks,
+)
 
 
 def test_cluster_ids_join_shared_keys_transitively():
@@ -151,3 +157,58 @@ def test_half_sample_interval_does_not_grow_with_the_difference():
         for shift in (0.0, 5.0)
     ]  # fmt: skip
     assert widths[1] == pytest.approx(widths[0], rel=0.05)
+
+
+def test_one_draw_pooled_is_the_plain_comparison():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=300), rng.normal(size=300) + 0.3
+    clusters = np.repeat(np.arange(100), 3)
+    plain = compare(mean_statistics(a), mean_statistics(b), clusters, mean_value, resamples=300)
+    for draws in (1, 3):  # identical draws have no spread between them
+        pooled = pooled_comparison([a] * draws, [b] * draws, clusters, resamples=300)
+        assert pooled.diff == pytest.approx(plain.diff)
+        assert (pooled.low, pooled.high) == pytest.approx((plain.low, plain.high))
+        assert (pooled.pairs_low, pooled.pairs_high) == pytest.approx((plain.low, plain.high))
+        assert pooled.p_value == plain.p_value and pooled.degrees_of_freedom == np.inf
+
+
+def test_pooled_difference_is_the_mean_of_the_draws_and_their_spread_widens_it():
+    rng = np.random.default_rng(6)
+    n = 400
+    clusters = np.arange(n)
+    a = [rng.normal(size=n) for _ in range(2)]
+    # Two draws of B: one far ahead of its A, one behind; each clearly so on its own pairs.
+    b = [a[0] + 1.5 + 0.3 * rng.normal(size=n), a[1] - 0.5 + 0.3 * rng.normal(size=n)]
+    pooled = pooled_comparison(a, b, clusters, resamples=300)
+    assert pooled.per_draw == pytest.approx(
+        [float((b[k] - a[k]).mean()) for k in range(2)], abs=1e-12
+    )
+    assert pooled.diff == pytest.approx(np.mean(pooled.per_draw))
+    # With these two draws fixed, B is ahead beyond doubt; a next draw may well be behind.
+    assert pooled.pairs_low > 0
+    assert pooled.low < 0 < pooled.high
+    assert pooled.degrees_of_freedom < 2
+
+
+def test_pooled_interval_covers_the_recipes_effect_where_the_pairs_alone_do_not():
+    """Draws of B whose effect varies from draw to draw around 0.2: the interval with the
+    draws' spread covers 0.2 near its nominal rate; the pairs' noise alone is overconfident."""
+    rng = np.random.default_rng(7)
+    n, draws, replications = 200, 4, 150
+    clusters = np.arange(n)
+    covered = covered_by_pairs = 0
+    for replication in range(replications):
+        a = [rng.normal(size=n) for _ in range(draws)]
+        b = [x + rng.normal(0.2, 0.3) + 0.5 * rng.normal(size=n) for x in a]
+        pooled = pooled_comparison(a, b, clusters, resamples=199, seed=replication)
+        covered += pooled.low < 0.2 < pooled.high
+        covered_by_pairs += pooled.pairs_low < 0.2 < pooled.pairs_high
+    assert covered / replications >= 0.9
+    assert covered_by_pairs / replications < 0.75
+
+
+def test_pooled_comparison_checks_its_draws():
+    with pytest.raises(ValueError, match="as many"):
+        pooled_comparison([np.zeros(3)], [np.zeros(3)] * 2, np.arange(3))
+    with pytest.raises(ValueError, match="different pairs"):
+        pooled_comparison([np.zeros(3)], [np.zeros(4)], np.arange(3))

@@ -27,11 +27,14 @@ measured in ``benchmarks/eval_calibration.py``.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse, stats
+
+from rlchat.metrics import mean_statistics, mean_value
 
 Statistics = np.ndarray | sparse.spmatrix | sparse.sparray  # (n, k): one row per example
 Value = Callable[[np.ndarray], np.ndarray]  # summed statistics (R, k) -> figure (R,)
@@ -249,3 +252,73 @@ def compare(
     )
     half_width = float(stats.norm.ppf(0.5 + confidence / 2) * np.sqrt(variance))
     return Comparison(observed, observed - half_width, observed + half_width, p_value)
+
+
+@dataclass(frozen=True)
+class PooledComparison:
+    """B - A on a mean figure over several draws of two recipes' training (runs that differ
+    in their seed), all answering the same pairs."""
+
+    diff: float  # the mean over draws of B - A
+    low: float  # the interval with both noises: which pairs were held out, which draws ran
+    high: float
+    pairs_low: float  # the interval of the held-out pairs' noise alone (these draws, fixed)
+    pairs_high: float
+    p_value: float  # randomisation over clusters of the draw-averaged values
+    per_draw: tuple[float, ...]  # B - A in each draw
+    degrees_of_freedom: float  # of the t quantile (Welch-Satterthwaite); inf without spread
+
+
+def pooled_comparison(
+    values_a: Sequence[np.ndarray],
+    values_b: Sequence[np.ndarray],
+    clusters: np.ndarray,
+    *,
+    groupings: Sequence[np.ndarray] | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> PooledComparison:
+    """Does recipe B beat recipe A, over draws? ``values_a[k]`` and ``values_b[k]`` are the
+    per-pair values (n,) of draw k of each (B's draw k trained from A's, as RL from its CE).
+
+    One draw's interval only covers the held-out pairs' noise, and a figure met in 2 of 5
+    draws says little either way. Here the per-pair values are averaged over the draws and
+    compared as one system (`compare`: the pairs' noise with those draws fixed); the draws'
+    own spread, the variance of the per-draw differences over their number, is added to
+    that variance, since the next draw is none of these. With few draws that spread is
+    itself uncertain: the quantile is Student's t with Welch-Satterthwaite's degrees of
+    freedom, the pairs' part counted as known.
+    """
+    if len(values_a) != len(values_b) or not values_a:
+        raise ValueError(f"{len(values_a)} draws of A but {len(values_b)} of B; need as many")
+    draws_a, draws_b = np.vstack(values_a), np.vstack(values_b)  # (K, n)
+    if draws_a.shape != draws_b.shape:
+        raise ValueError(f"draws answer different pairs: {draws_a.shape} and {draws_b.shape}")
+    pooled = compare(
+        mean_statistics(draws_a.mean(axis=0)),
+        mean_statistics(draws_b.mean(axis=0)),
+        clusters,
+        mean_value,
+        groupings=groupings,
+        resamples=resamples,
+        seed=seed,
+        confidence=confidence,
+    )
+    per_draw = (draws_b - draws_a).mean(axis=1)
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    pairs_variance = ((pooled.high - pooled.diff) / z) ** 2
+    draws_variance = float(per_draw.var(ddof=1)) / len(per_draw) if len(per_draw) > 1 else 0.0
+    total = pairs_variance + draws_variance
+    dof = total**2 * (len(per_draw) - 1) / draws_variance**2 if draws_variance > 0 else math.inf
+    half_width = float(stats.t.ppf(0.5 + confidence / 2, dof) * math.sqrt(total))
+    return PooledComparison(
+        diff=pooled.diff,
+        low=pooled.diff - half_width,
+        high=pooled.diff + half_width,
+        pairs_low=pooled.low,
+        pairs_high=pooled.high,
+        p_value=pooled.p_value,
+        per_draw=tuple(float(d) for d in per_draw),
+        degrees_of_freedom=dof,
+    )
