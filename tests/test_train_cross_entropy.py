@@ -5,12 +5,19 @@ import json
 import pytest
 import torch
 
+from rlchat.batching import make_batch
 from rlchat.config import CrossEntropyConfig, DataConfig, ModelConfig, TokenizerConfig
 from rlchat.corpus import load_corpus
 from rlchat.dataset import prepare_dataset
 from rlchat.model import Seq2Seq
 from rlchat.runs import RunDir, RunError
-from rlchat.train.cross_entropy import CrossEntropyTrainer, evaluate_loss, train_cross_entropy
+from rlchat.tokenizer import BOS_ID, UNK_ID
+from rlchat.train.cross_entropy import (
+    CrossEntropyTrainer,
+    drop_words,
+    evaluate_loss,
+    train_cross_entropy,
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +67,12 @@ def test_training_lowers_validation_loss_and_changes_parameters(tmp_path, comedy
     assert any("valid/loss" in r for r in records) and any("ce/loss" in r for r in records)
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, comedy):
+@pytest.mark.parametrize("word_dropout", [0.0, 0.25])
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, comedy, word_dropout):
     _, dataset = comedy
-    config = CrossEntropyConfig(batch_size=32, epochs=2, checkpoint_every=15, eval_every=20)
+    config = CrossEntropyConfig(
+        batch_size=32, epochs=2, checkpoint_every=15, eval_every=20, word_dropout=word_dropout
+    )
     straight = make_trainer(tmp_path / "a", dataset, config, n_train=1200)
     straight.fit(progress=False)
 
@@ -568,3 +578,49 @@ def test_a_resumed_run_keeps_its_moving_average(tmp_path, comedy):
     ):
         assert torch.equal(a, b)
     assert int(resumed.average.n_averaged) == 20
+
+
+def test_word_dropout_hides_reply_tokens_from_the_decoder_input_only():
+    torch.manual_seed(0)
+    replies = [[7 + (i + j) % 50 for j in range(1 + i % 9)] for i in range(400)]
+    batch = make_batch([[5, 6]] * 400, replies)
+    assert drop_words(batch, 0.0) is batch
+    dropped = drop_words(batch, 0.3)
+    assert torch.equal(dropped.tgt_out, batch.tgt_out)
+    assert torch.equal(dropped.tgt_mask, batch.tgt_mask) and torch.equal(dropped.src, batch.src)
+    assert (dropped.tgt_in[:, 0] == BOS_ID).all()
+    changed = dropped.tgt_in != batch.tgt_in
+    assert (dropped.tgt_in[changed] == UNK_ID).all()
+    assert not changed[~batch.tgt_mask].any()  # padding stays padding
+    reply_tokens = batch.tgt_mask.clone()
+    reply_tokens[:, 0] = False
+    share = changed[reply_tokens].float().mean().item()
+    assert 0.27 < share < 0.33
+    everything = drop_words(batch, 1.0)
+    assert (everything.tgt_in[reply_tokens] == UNK_ID).all()
+
+
+def test_word_dropout_training_lowers_loss_and_trains_otherwise(tmp_path, comedy):
+    _, dataset = comedy
+    runs = {}
+    for rate in (0.0, 0.3):
+        trainer = make_trainer(
+            tmp_path / str(rate),
+            dataset,
+            CrossEntropyConfig(batch_size=32, max_steps=120, word_dropout=rate),
+        )
+        before = evaluate_loss(trainer.model, trainer.valid_examples, trainer.device)["loss"]
+        summary = trainer.fit(progress=False)
+        assert summary["valid"]["valid/loss"] < before - 0.5
+        runs[rate] = trainer.model
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(runs[0.0].parameters(), runs[0.3].parameters(), strict=True)
+    )
+
+
+def test_word_dropout_is_not_combined_with_whole_reply_rows(tmp_path, comedy):
+    _, dataset = comedy
+    for extra in ({"negative_threshold": 0.1}, {"contrastive_weight": 1.0}):
+        with pytest.raises(RunError, match="word-dropout"):
+            make_trainer(tmp_path, dataset, CrossEntropyConfig(word_dropout=0.2, **extra))

@@ -230,6 +230,17 @@ class CrossEntropyConfig(LoopConfig):
         default=1000,
         metadata={"help": "greedy replies the frequencies are counted over", "min": 1},
     )
+    # Word dropout (Bowman et al. 2016, arXiv:1511.06349): a share of the decoder's input
+    # tokens become <unk> in training, so the reply so far predicts less of the next token and
+    # the decoder must draw on the input; greedy CE's one reply is a decoder that need not.
+    word_dropout: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of the decoder's input tokens replaced by <unk> in training (0 = off)",
+            "min": 0,
+            "max": 1,
+        },
+    )
     # Mismatched inputs, MMI at training time: each reply is also scored after another row's
     # input, and max(0, m - (l(r|s) - l(r|s'))) on per-token mean log-probs asks it to fit its
     # own input by m nats a token more. A reply that fits any input cannot meet the margin and

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from rlchat.decoding import decode
 from rlchat.model import Seq2Seq, count_parameters
 from rlchat.runs import RunDir, RunError, autocast, pick_device
 from rlchat.scoring import reference_loss
-from rlchat.tokenizer import BOS_ID, EOS_ID, PAD_ID, SEP_ID, ChatTokenizer
+from rlchat.tokenizer import BOS_ID, EOS_ID, PAD_ID, SEP_ID, UNK_ID, ChatTokenizer
 from rlchat.train.distributed import SINGLE, World, device_for, init_world
 from rlchat.train.loop import check_writable, seed_everything
 from rlchat.train.trainer import Trainer
@@ -114,6 +115,17 @@ class RecentReplies:
 
     def to_json(self) -> list[list[int]]:
         return [list(reply) for reply in self.replies]
+
+
+def drop_words(batch: Batch, rate: float) -> Batch:
+    """The batch with each reply token of the decoder's input (never <bos>) replaced by <unk>
+    with probability `rate`, drawn from torch's global generator (saved with checkpoints, so
+    a resumed run drops the same tokens); the targets stay as they are."""
+    if not rate:
+        return batch
+    drop = (torch.rand(batch.tgt_in.shape) < rate) & batch.tgt_mask
+    drop[:, 0] = False
+    return replace(batch, tgt_in=batch.tgt_in.masked_fill(drop, UNK_ID))
 
 
 def unlikelihood(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -244,13 +256,20 @@ class CrossEntropyTrainer(Trainer):
         self.recent = RecentReplies(self.config.negative_window)
         if self.config.negative_threshold and self.config.contrastive_weight:
             raise RunError("--negative-threshold and --contrastive-weight cannot be combined")
+        if self.config.word_dropout and (
+            self.config.negative_threshold or self.config.contrastive_weight
+        ):
+            raise RunError(
+                "--word-dropout cannot be combined with --negative-threshold or "
+                "--contrastive-weight: their extra rows score whole replies"
+            )
 
     def loss(self, examples: list[Example]) -> tuple[torch.Tensor, dict[str, float]]:
         sources, replies = [e.source for e in examples], [e.reply for e in examples]
         if self.config.contrastive_weight:
             return self.loss_with_mismatched(sources, replies)
         if not self.config.negative_threshold:
-            batch = make_batch(sources, replies)
+            batch = drop_words(make_batch(sources, replies), self.config.word_dropout)
             with autocast(self.device):
                 loss = token_loss(
                     self.net,
