@@ -1,10 +1,11 @@
 """Against the greedy CE bot's one reply to everything: frequency-weighted cross-entropy
 (FACE-like, `--frequency-weighting`), entropy-based filtering of common replies
 (`--max-reply-count`) and negative training of frequent greedy replies
-(`--negative-threshold`) and a margin between a reply's fit to its own input and to another's
-(`--contrastive-weight`), each tried in the quickstart's fine-tune stage (`train ce --init` the
-all-genre pretraining, on the genre, for the minutes the quickstart gives it), judged on the
-VALIDATION split (never test), greedy with the default 3-gram blocking.
+(`--negative-threshold`), a margin between a reply's fit to its own input and to another's
+(`--contrastive-weight`) and word dropout (`--word-dropout`), each tried in the quickstart's
+fine-tune stage (`train ce --init` the all-genre pretraining, on the genre, for the minutes
+the quickstart gives it, or `--steps`), judged on the VALIDATION split (never test), greedy
+with the default 3-gram blocking.
 
     python experiments/dull_ce_sweep.py --init runs/experiment-comedy-final/pretrain \
         --out runs/dull-ce-sweep --json docs/figures/dull_ce_sweep.json
@@ -59,6 +60,13 @@ SETTINGS: dict[str, list[str]] = {
     "mismatch-1-m2-lr-5e-4": [
         *["--lr", "5e-4", "--contrastive-weight", "1", "--contrastive-margin", "2"]
     ],
+    # Word dropout at the quickstart's fine-tune rate, two seeds each (greedy CE's top1 swings
+    # with the moment a run stops: one run per setting cannot tell settings apart).
+    **{
+        f"word-dropout-{rate}-lr-5e-4{suffix}": [*["--lr", "5e-4", "--word-dropout", rate, *seed]]
+        for rate in ("0.25", "0.5")
+        for suffix, seed in (("", []), ("-repeat", ["--seed", "1"]))
+    },
 }
 SHOWN = ("bleu2", "top1", "unique", "distinct2", "length", "perplexity", "dull_rate")
 
@@ -71,6 +79,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/dull-ce-sweep"))
     parser.add_argument("--minutes", type=float, default=FINETUNE_MINUTES, help="per run")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--steps", type=int, default=0, help="stop each run at this step, not on its minutes"
+    )
     parser.add_argument("--only", nargs="*", help="train only these settings")
     parser.add_argument("--pairs", type=int, default=1000, help="validation pairs (seeded)")
     parser.add_argument("--seed", type=int, default=0)
@@ -80,7 +91,11 @@ def main() -> None:
     runs = {}
     for name in names:
         flags = ["--init", str(args.init), "--genre", args.genre, *SETTINGS[name]]
-        runs[name] = train(args.out / name, flags, args.corpus, args.minutes, args.threads)
+        # Steps instead of minutes: a run beside other work then does the same training.
+        minutes = args.minutes
+        if args.steps:
+            flags, minutes = [*flags, "--max-steps", str(args.steps)], 10 * args.minutes
+        runs[name] = train(args.out / name, flags, args.corpus, minutes, args.threads)
         print(name, runs[name], flush=True)
 
     figures, comparisons, pairs = judge_on_validation(
@@ -89,7 +104,8 @@ def main() -> None:
     rows = [{"name": name, **runs[name], **figures[name]} for name in names]
     report = {
         "what": f"fine-tune stage on {args.genre} from {args.init}, one setting per run",
-        "minutes_per_run": args.minutes,
+        "minutes_per_run": None if args.steps else args.minutes,
+        "steps_per_run": args.steps or None,
         "threads": args.threads,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "torch": torch.__version__,
