@@ -34,7 +34,7 @@ from rlchat.evaluation import (
     split_eval_set,
     text_result,
 )
-from rlchat.quickstart import SERVED, QuickstartPlan, served_decoding
+from rlchat.quickstart import EVAL_BASELINES, SERVED, QuickstartPlan, served_decoding
 from rlchat.significance import pooled_comparison
 
 POOLED = ("bleu2", "length", "dull_rate", "stock_rate", "repetition_rate", "nonword_rate")
@@ -94,12 +94,8 @@ def main() -> None:
             same_pairs(eval_set, draw_set, out)
         draws.append(results)
         print(f"{out}: answered {len(draw_set.pairs)} {args.split} pairs", flush=True)
-    baselines = [
-        make_baseline(name, splits["train"], seed=args.seed) for name in ("random", "retrieval")
-    ]
-    for name, result in zip(
-        ("random", "retrieval"), answer(baselines, eval_set, args.seed), strict=True
-    ):
+    baselines = [make_baseline(name, splits["train"], seed=args.seed) for name in EVAL_BASELINES]
+    for name, result in zip(EVAL_BASELINES, answer(baselines, eval_set, args.seed), strict=True):
         for draw in draws:
             draw[name] = result  # a baseline answers the same whatever the draw
     groupings = (eval_set.conversations, eval_set.inputs)
