@@ -2,7 +2,8 @@
 (FACE-like, `--frequency-weighting`), entropy-based filtering of common replies
 (`--max-reply-count`) and negative training of frequent greedy replies
 (`--negative-threshold`), a margin between a reply's fit to its own input and to another's
-(`--contrastive-weight`) and word dropout (`--word-dropout`), each tried in the quickstart's
+(`--contrastive-weight`), word dropout (`--word-dropout`) and vocabulary unlikelihood
+(`--vocab-unlikelihood`), each tried in the quickstart's
 fine-tune stage (`train ce --init` the all-genre pretraining, on the genre, for the minutes
 the quickstart gives it, or `--steps`), judged on the VALIDATION split (never test), greedy
 with the default 3-gram blocking.
@@ -65,6 +66,15 @@ SETTINGS: dict[str, list[str]] = {
     **{
         f"word-dropout-{rate}-lr-5e-4{suffix}": [*["--lr", "5e-4", "--word-dropout", rate, *seed]]
         for rate in ("0.25", "0.5")
+        for suffix, seed in (("", []), ("-repeat", ["--seed", "1"]))
+    },
+    # Vocabulary unlikelihood at the quickstart's fine-tune rate, two seeds each (Li et al.
+    # 2020 tried weights 1 to 1,000).
+    **{
+        f"vocab-ul-{weight}-lr-5e-4{suffix}": [
+            *["--lr", "5e-4", "--vocab-unlikelihood", weight, *seed]
+        ]
+        for weight in ("10", "100", "1000")
         for suffix, seed in (("", []), ("-repeat", ["--seed", "1"]))
     },
 }

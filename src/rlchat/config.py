@@ -230,6 +230,18 @@ class CrossEntropyConfig(LoopConfig):
         default=1000,
         metadata={"help": "greedy replies the frequencies are counted over", "min": 1},
     )
+    # Vocabulary unlikelihood (Li et al. 2020, arXiv:1911.03860): each step also decodes its
+    # batch greedily; the tokens the last `negative_window` greedy replies say more often than
+    # the training replies do are trained down wherever those replies say them, each by
+    # -log(1 - p) weighted with its share of KL(greedy || training), p_g log(p_g / p_h). Unlike
+    # negative training it pushes on the overused words, not on whole replies.
+    vocab_unlikelihood: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of the unlikelihood of tokens greedy replies overuse (0 = off)",
+            "min": 0,
+        },
+    )
     # Word dropout (Bowman et al. 2016, arXiv:1511.06349): a share of the decoder's input
     # tokens become <unk> in training, so the reply so far predicts less of the next token and
     # the decoder must draw on the input; greedy CE's one reply is a decoder that need not.

@@ -64,12 +64,19 @@ def smoothed_cross_entropy(
     return (loss if weights is None else loss * weights[gold]).sum()
 
 
+def reply_token_counts(replies: Iterable[Sequence[int]], vocab_size: int) -> np.ndarray:
+    """How often each token is a target (V,): the replies' tokens and one <eos> each."""
+    replies = list(replies)
+    ids = np.asarray([t for reply in replies for t in reply], dtype=np.int64)
+    counts = np.bincount(ids, minlength=vocab_size).astype(np.float64)
+    counts[EOS_ID] += len(replies)
+    return counts
+
+
 def frequency_weights(examples: list[Example], vocab_size: int, power: float) -> torch.Tensor:
     """Weight of each target token, count ** -power over the training replies (their <eos>
     counted), scaled so that the weights average 1 over those targets."""
-    ids = [t for e in examples for t in e.reply]
-    counts = np.bincount(np.asarray(ids, dtype=np.int64), minlength=vocab_size).astype(np.float64)
-    counts[EOS_ID] += len(examples)
+    counts = reply_token_counts((e.reply for e in examples), vocab_size)
     weights = np.maximum(counts, 1.0) ** -power
     weights /= (counts * weights).sum() / counts.sum()
     return torch.tensor(weights, dtype=torch.float32)
@@ -116,6 +123,21 @@ class RecentReplies:
     def to_json(self) -> list[list[int]]:
         return [list(reply) for reply in self.replies]
 
+    def is_full(self) -> bool:
+        return len(self.replies) == self.replies.maxlen
+
+
+def overuse_weights(generated: np.ndarray, human: np.ndarray) -> np.ndarray:
+    """Each token's term of KL(generated || human), p_g log(p_g / p_h), where greedy replies
+    say it more often than people do, else 0 (V,) from two count vectors (V,). A token people
+    never say (specials, <unk>) is priced as if said once."""
+    p_g = generated / max(generated.sum(), 1.0)
+    p_h = np.maximum(human, 1.0) / max(human.sum(), 1.0)
+    overused = p_g > p_h
+    weights = np.zeros_like(p_g)
+    weights[overused] = p_g[overused] * np.log(p_g[overused] / p_h[overused])
+    return weights
+
 
 def drop_words(batch: Batch, rate: float) -> Batch:
     """The batch with each reply token of the decoder's input (never <bos>) replaced by <unk>
@@ -128,12 +150,17 @@ def drop_words(batch: Batch, rate: float) -> Batch:
     return replace(batch, tgt_in=batch.tgt_in.masked_fill(drop, UNK_ID))
 
 
-def unlikelihood(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Summed -log(1 - p(token)) over positions (N, V), (N,) -> (): zero when the model never
-    says the token, large as it becomes sure of it (Welleck et al. 2019)."""
+def unlikelihood_per_token(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """-log(1 - p(token)) at each position (N, V), (N,) -> (N,): zero when the model never says
+    the token, large as it becomes sure of it (Welleck et al. 2019)."""
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     p = log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1).exp()
-    return -torch.log1p(-p.clamp(max=1.0 - 1e-6)).sum()
+    return -torch.log1p(-p.clamp(max=1.0 - 1e-6))
+
+
+def unlikelihood(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """`unlikelihood_per_token` summed over positions -> ()."""
+    return unlikelihood_per_token(logits, tokens).sum()
 
 
 def rolled(replies: list[list[int]]) -> list[list[int]]:
@@ -238,6 +265,26 @@ def check_same_split(data: DataConfig, start: DataConfig, init: Path) -> None:
             )
 
 
+# Options that add rows to a batch (whole replies scored after an input) exclude each other, and
+# word dropout, which changes the decoder's input of the gold rows only.
+ROW_OPTIONS = {
+    "negative_threshold": "--negative-threshold",
+    "contrastive_weight": "--contrastive-weight",
+    "vocab_unlikelihood": "--vocab-unlikelihood",
+}
+
+
+def check_compatible(config: CrossEntropyConfig) -> None:
+    chosen = [flag for name, flag in ROW_OPTIONS.items() if getattr(config, name)]
+    if len(chosen) > 1:
+        raise RunError(f"{' and '.join(chosen)} cannot be combined")
+    if config.word_dropout and chosen:
+        raise RunError(
+            f"--word-dropout cannot be combined with {chosen[0]}: its extra rows score whole "
+            "replies"
+        )
+
+
 class CrossEntropyTrainer(Trainer):
     """Teacher-forced maximum likelihood on (source, reply) examples."""
 
@@ -254,20 +301,18 @@ class CrossEntropyTrainer(Trainer):
         # Negative training decodes as `rlchat eval` judges a CE bot: greedy, 3-gram blocking.
         self.greedy = DecodeConfig()
         self.recent = RecentReplies(self.config.negative_window)
-        if self.config.negative_threshold and self.config.contrastive_weight:
-            raise RunError("--negative-threshold and --contrastive-weight cannot be combined")
-        if self.config.word_dropout and (
-            self.config.negative_threshold or self.config.contrastive_weight
-        ):
-            raise RunError(
-                "--word-dropout cannot be combined with --negative-threshold or "
-                "--contrastive-weight: their extra rows score whole replies"
-            )
+        self.human_counts: np.ndarray | None = None  # vocabulary unlikelihood's reference
+        if self.config.vocab_unlikelihood:
+            replies = (e.reply for e in self.train_examples)
+            self.human_counts = reply_token_counts(replies, self.model.config.vocab_size)
+        check_compatible(self.config)
 
     def loss(self, examples: list[Example]) -> tuple[torch.Tensor, dict[str, float]]:
         sources, replies = [e.source for e in examples], [e.reply for e in examples]
         if self.config.contrastive_weight:
             return self.loss_with_mismatched(sources, replies)
+        if self.config.vocab_unlikelihood:
+            return self.loss_with_overused_tokens(sources, replies)
         if not self.config.negative_threshold:
             batch = drop_words(make_batch(sources, replies), self.config.word_dropout)
             with autocast(self.device):
@@ -306,16 +351,21 @@ class CrossEntropyTrainer(Trainer):
         """1 / reference tokens over every process's batch (times the world, as DDP averages)."""
         return self.world.size / self.world.sum(float(keep.sum()))
 
-    def frequent_greedy_replies(
-        self, sources: list[list[int]]
-    ) -> tuple[list[int], list[list[int]]]:
-        """The batch's greedy replies that are too frequent: (their rows, the replies)."""
+    def greedy_replies(self, sources: list[list[int]]) -> list[list[int]]:
+        """The batch's greedy replies, as `rlchat eval` decodes a CE bot; added to the window."""
         self.model.eval()
         src, src_lengths = (t.to(self.device) for t in encode_inputs(sources))
         with torch.no_grad(), autocast(self.device):
             greedy = decode(self.model, src, src_lengths, self.greedy).to_lists()
         self.model.train()
         self.recent.add(greedy)
+        return greedy
+
+    def frequent_greedy_replies(
+        self, sources: list[list[int]]
+    ) -> tuple[list[int], list[list[int]]]:
+        """The batch's greedy replies that are too frequent: (their rows, the replies)."""
+        greedy = self.greedy_replies(sources)
         threshold = self.config.negative_threshold
         rows = [i for i, reply in enumerate(greedy) if self.recent.is_frequent(reply, threshold)]
         return rows, [greedy[i] for i in rows]
@@ -340,6 +390,37 @@ class CrossEntropyTrainer(Trainer):
             "ce/nll": ce.item(),
             "ce/unlikelihood": ul.item(),
             "ce/negative_share": len(rows) / max(1, len(sources)),
+            "ce/greedy_top1": self.recent.top_share(),
+        }
+
+    def loss_with_overused_tokens(
+        self, sources: list[list[int]], replies: list[list[int]]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cross-entropy on the batch plus the weighted unlikelihood of the tokens its greedy
+        replies overuse, both from one forward pass (appended rows). Penalised only once the
+        window of greedy replies is full, so the first batches are not judged on a handful."""
+        greedy = self.greedy_replies(sources)
+        generated = reply_token_counts(self.recent.replies, len(self.human_counts))
+        weights = torch.tensor(overuse_weights(generated, self.human_counts), dtype=torch.float32)
+        if not self.recent.is_full():
+            weights.zero_()
+        batch = make_batch(sources + sources, replies + greedy).to(self.device)
+        logits = self.teacher_forced_logits(batch)  # (N, V), row-major over tgt_mask
+        gold = batch.tgt_out[batch.tgt_mask]
+        said = batch.tgt_mask.nonzero()[:, 0] >= len(sources)  # (N,) the greedy rows
+        ce = self.gold_cross_entropy(logits, gold, ~said) * self.per_reference_token(~said)
+        weight = weights.to(self.device)[gold[said]]
+        penalised = weight > 0
+        ul = logits.new_zeros((), dtype=torch.float32)
+        if penalised.any():
+            per_token = unlikelihood_per_token(logits[said][penalised], gold[said][penalised])
+            ul = (per_token * weight[penalised]).sum() / penalised.sum()
+        loss = ce + self.config.vocab_unlikelihood * ul
+        return loss, {
+            "ce/loss": loss.item(),
+            "ce/nll": ce.item(),
+            "ce/unlikelihood": ul.item(),
+            "ce/overuse_kl": float(weights.sum()),
             "ce/greedy_top1": self.recent.top_share(),
         }
 
@@ -369,7 +450,8 @@ class CrossEntropyTrainer(Trainer):
         }
 
     def stage_state(self) -> dict[str, Any]:
-        return {"recent_replies": self.recent.to_json()} if self.config.negative_threshold else {}
+        counted = self.config.negative_threshold or self.config.vocab_unlikelihood
+        return {"recent_replies": self.recent.to_json()} if counted else {}
 
     def load_stage_state(self, state: dict[str, Any]) -> None:
         self.recent = RecentReplies(self.config.negative_window, state.get("recent_replies", []))
