@@ -3,10 +3,10 @@
 (`--max-reply-count`) and negative training of frequent greedy replies
 (`--negative-threshold`), a margin between a reply's fit to its own input and to another's
 (`--contrastive-weight`), word dropout (`--word-dropout`) and vocabulary unlikelihood
-(`--vocab-unlikelihood`), each tried in the quickstart's
-fine-tune stage (`train ce --init` the all-genre pretraining, on the genre, for the minutes
-the quickstart gives it, or `--steps`), judged on the VALIDATION split (never test), greedy
-with the default 3-gram blocking.
+(`--vocab-unlikelihood`), each tried in the quickstart's fine-tune stage (`train ce --init`
+the all-genre pretraining, on the genre, for the minutes the quickstart gives it, or
+`--steps`), judged on the VALIDATION split (never test), greedy with the default 3-gram
+blocking.
 
     python experiments/dull_ce_sweep.py --init runs/experiment-comedy-final/pretrain \
         --out runs/dull-ce-sweep --json docs/figures/dull_ce_sweep.json
