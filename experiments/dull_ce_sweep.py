@@ -74,7 +74,7 @@ SETTINGS: dict[str, list[str]] = {
         f"vocab-ul-{weight}-lr-5e-4{suffix}": [
             *["--lr", "5e-4", "--vocab-unlikelihood", weight, *seed]
         ]
-        for weight in ("10", "100", "1000")
+        for weight in ("3", "10", "30", "100", "1000")
         for suffix, seed in (("", []), ("-repeat", ["--seed", "1"]))
     },
 }
