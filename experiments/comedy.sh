@@ -14,9 +14,11 @@ OUT=${OUT:-runs/experiment-comedy}
 MINUTES=${MINUTES:-20}
 SPLIT_BY=${SPLIT_BY:-conversation}
 SEED=${SEED:-0}
+VOCAB_UL=${VOCAB_UL:-0}  # --finetune-vocab-unlikelihood (experimental)
 
 started=$SECONDS
 .venv/bin/rlchat quickstart --genre comedy --corpus "$CORPUS" --minutes "$MINUTES" \
-  --split-by "$SPLIT_BY" --out "$OUT" --seed "$SEED" --no-serve --no-progress
+  --split-by "$SPLIT_BY" --out "$OUT" --seed "$SEED" \
+  --finetune-vocab-unlikelihood "$VOCAB_UL" --no-serve --no-progress
 echo "wall time: $((SECONDS - started)) s for a budget of $MINUTES min" | tee "$OUT/wall.txt"
 echo "evaluation: $OUT/eval.json; report: $OUT/report/report.md"

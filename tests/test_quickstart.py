@@ -115,3 +115,31 @@ def test_every_stage_trains_with_the_plans_seed_and_keeps_the_split(tmp_path, mo
         plan.backward_dir.name: FINETUNE_LR,
     }
     assert CrossEntropyConfig().lr > FINETUNE_LR
+
+
+def test_vocabulary_unlikelihood_reaches_the_genre_fine_tune_only(tmp_path, monkeypatch):
+    import rlchat.train.cross_entropy as cross_entropy
+    from rlchat.quickstart import QuickstartPlan, train_stage
+
+    weights = {}
+
+    def fake_ce(*, train_config, out, **_):
+        weights[out.name] = train_config.vocab_unlikelihood
+        return {}
+
+    monkeypatch.setattr(cross_entropy, "train_cross_entropy", fake_ce)
+    for value in (0.0, 10.0):
+        plan = QuickstartPlan(
+            out=tmp_path / str(value),
+            genres=["comedy"],
+            minutes=20,
+            finetune_vocab_unlikelihood=value,
+        )
+        for stage in ("pretrain", "finetune", "backward"):
+            plan.stage_dirs[stage].mkdir(parents=True)
+            train_stage(plan, stage, corpus=None, minutes=1.0)
+        assert weights == {
+            plan.pretrain_dir.name: 0.0,
+            plan.ce_dir.name: value,
+            plan.backward_dir.name: 0.0,
+        }

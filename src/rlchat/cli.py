@@ -563,6 +563,12 @@ def quickstart(
         int,
         typer.Option(help="Seed of every stage's weights, batches and samples (not of the split)."),
     ] = 0,
+    finetune_vocab_unlikelihood: Annotated[
+        float,
+        typer.Option(
+            min=0, help="--vocab-unlikelihood of the genre fine-tune (0 = off; experimental)."
+        ),
+    ] = 0.0,
 ) -> None:
     """Corpus, CE on all genres, a fine-tune on the genre, the backward model, RL,
     evaluation and report within --minutes, then the server (RL with MMI reranking);
@@ -588,6 +594,7 @@ def quickstart(
         progress=progress,
         split_by=split_by,
         seed=seed,
+        finetune_vocab_unlikelihood=finetune_vocab_unlikelihood,
     )
     try:
         evaluation = run_quickstart(plan, loaded)
