@@ -7,7 +7,16 @@ interval widened by the spread between draws, since the next draw is none of the
         runs/experiment-comedy-v5-seed6 --json docs/figures/pooled_draws.json
 
 Counting draws whose own interval clears zero ("2 of 5") mixes the pairs' noise with the
-draws'; this separates them. Only figures that are a mean over pairs are pooled (BLEU-2,
+draws'; this separates them.
+
+With `--against`, two recipes are compared instead, draw k of one against draw k of the
+other (the same seed): each of CE, RL and the served bot of the recipe given first against
+the same bot of the `--against` recipe. Choose between recipes with `--split valid`.
+
+    python experiments/pooled_draws.py runs/new-seed9 runs/new-seed10 --against \
+        runs/old-seed9 runs/old-seed10 --split valid
+
+Only figures that are a mean over pairs are pooled (BLEU-2,
 length, the rates); top1, unique and distinct-n are shown per draw.
 """
 
@@ -41,6 +50,7 @@ POOLED = ("bleu2", "length", "dull_rate", "stock_rate", "repetition_rate", "nonw
 PER_DRAW = ("bleu2", "top1", "unique", "distinct2", "nonword_rate")
 # (baseline, system): B - A, pooled over draws.
 COMPARED = (("ce", "rl"), ("ce", SERVED), ("retrieval", SERVED), ("random", SERVED))
+AGAINST = "against "  # prefix of the --against recipe's bots
 
 
 def draw_values(out: Path, corpus, split: str, max_pairs: int, seed: int) -> tuple:  # noqa: ANN001
@@ -74,6 +84,9 @@ def same_pairs(first: EvalSet, other: EvalSet, run: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, nargs="+", help="quickstart --out of each draw")
+    parser.add_argument(
+        "--against", type=Path, nargs="+", help="another recipe's draws, in the same seed order"
+    )
     parser.add_argument("--corpus", type=Path, default=Path("../shared/data/cornell-excerpt"))
     parser.add_argument("--split", choices=("valid", "test"), default="test")
     parser.add_argument("--max-pairs", type=int, default=0, help="seeded subset; 0: all")
@@ -82,9 +95,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.against and len(args.against) != len(args.out):
+        parser.error(f"{len(args.out)} draws but {len(args.against)} --against draws")
     corpus = load_corpus(args.corpus)
     draws, eval_set, splits = [], None, None
-    for out in args.out:
+    for k, out in enumerate(args.out):
         draw_splits, draw_set, results = draw_values(
             out, corpus, args.split, args.max_pairs, args.seed
         )
@@ -92,15 +107,24 @@ def main() -> None:
             eval_set, splits = draw_set, draw_splits
         else:
             same_pairs(eval_set, draw_set, out)
+        if args.against:
+            _, other_set, other = draw_values(
+                args.against[k], corpus, args.split, args.max_pairs, args.seed
+            )
+            same_pairs(eval_set, other_set, args.against[k])
+            results.update({AGAINST + name: r for name, r in other.items()})
         draws.append(results)
         print(f"{out}: answered {len(draw_set.pairs)} {args.split} pairs", flush=True)
+    compared = (
+        tuple((AGAINST + name, name) for name in ("ce", "rl", SERVED)) if args.against else COMPARED
+    )
     baselines = [make_baseline(name, splits["train"], seed=args.seed) for name in EVAL_BASELINES]
     for name, result in zip(EVAL_BASELINES, answer(baselines, eval_set, args.seed), strict=True):
         for draw in draws:
             draw[name] = result  # a baseline answers the same whatever the draw
     groupings = (eval_set.conversations, eval_set.inputs)
     rows = []
-    for baseline, system in COMPARED:
+    for baseline, system in compared:
         for metric in POOLED:
             pooled = pooled_comparison(
                 [d[baseline].values[metric] for d in draws],
@@ -130,6 +154,7 @@ def main() -> None:
         "split": args.split,
         "pairs": len(eval_set.pairs),
         "draws": [str(p) for p in args.out],
+        "against": [str(p) for p in args.against or []],
         "served_decoding": vars(served_decoding()),
         "comparisons": rows,
         "per_draw": per_draw,
@@ -145,6 +170,13 @@ def main() -> None:
             f"[{row['low']:+.4f}, {row['high']:+.4f}]{mark} | "
             f"[{row['pairs_low']:+.4f}, {row['pairs_high']:+.4f}] | {draws_text} |"
         )
+    print("\n| draw | bot | " + " | ".join(PER_DRAW) + " |")
+    print("|---|---|" + "---:|" * len(PER_DRAW))
+    for draw in per_draw:
+        for name, figures in draw.items():
+            if name != "draw" and name not in EVAL_BASELINES:
+                row = " | ".join(f"{figures[k]:.4f}" for k in PER_DRAW)
+                print(f"| {draw['draw']} | {name} | {row} |")
     if args.json:
         atomic_write_text(args.json, json.dumps(report, indent=2, default=float))
 
