@@ -14,7 +14,7 @@ OUT=${OUT:-runs/experiment-comedy}
 MINUTES=${MINUTES:-20}
 SPLIT_BY=${SPLIT_BY:-conversation}
 SEED=${SEED:-0}
-VOCAB_UL=${VOCAB_UL:-0}  # --finetune-vocab-unlikelihood (experimental)
+VOCAB_UL=${VOCAB_UL:-10}  # --finetune-vocab-unlikelihood (the default; 0 = the fifth recipe)
 
 started=$SECONDS
 .venv/bin/rlchat quickstart --genre comedy --corpus "$CORPUS" --minutes "$MINUTES" \

@@ -117,6 +117,18 @@ def test_every_stage_trains_with_the_plans_seed_and_keeps_the_split(tmp_path, mo
     assert CrossEntropyConfig().lr > FINETUNE_LR
 
 
+def test_vocabulary_unlikelihood_is_on_by_default_in_plan_and_cli(tmp_path):
+    import inspect
+
+    from rlchat import cli
+    from rlchat.quickstart import FINETUNE_VOCAB_UNLIKELIHOOD, QuickstartPlan
+
+    plan = QuickstartPlan(out=tmp_path, genres=["comedy"], minutes=20)
+    assert plan.finetune_vocab_unlikelihood == FINETUNE_VOCAB_UNLIKELIHOOD > 0
+    option = inspect.signature(cli.quickstart).parameters["finetune_vocab_unlikelihood"]
+    assert option.default == FINETUNE_VOCAB_UNLIKELIHOOD
+
+
 def test_vocabulary_unlikelihood_reaches_the_genre_fine_tune_only(tmp_path, monkeypatch):
     import rlchat.train.cross_entropy as cross_entropy
     from rlchat.quickstart import QuickstartPlan, train_stage

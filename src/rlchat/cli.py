@@ -566,9 +566,9 @@ def quickstart(
     finetune_vocab_unlikelihood: Annotated[
         float,
         typer.Option(
-            min=0, help="--vocab-unlikelihood of the genre fine-tune (0 = off; experimental)."
+            min=0, help="--vocab-unlikelihood of the genre fine-tune (0 = off)."
         ),
-    ] = 0.0,
+    ] = 10.0,  # rlchat.quickstart.FINETUNE_VOCAB_UNLIKELIHOOD (imported lazily)
 ) -> None:
     """Corpus, CE on all genres, a fine-tune on the genre, the backward model, RL,
     evaluation and report within --minutes, then the server (RL with MMI reranking);
