@@ -14,11 +14,11 @@ OUT=${OUT:-runs/experiment-comedy}
 MINUTES=${MINUTES:-20}
 SPLIT_BY=${SPLIT_BY:-conversation}
 SEED=${SEED:-0}
-VOCAB_UL=${VOCAB_UL:-10}  # --finetune-vocab-unlikelihood (the default; 0 = the fifth recipe)
+VOCAB_UL=${VOCAB_UL:-}  # --finetune-vocab-unlikelihood; unset: the quickstart's default, 0: the fifth recipe
 
 started=$SECONDS
 .venv/bin/rlchat quickstart --genre comedy --corpus "$CORPUS" --minutes "$MINUTES" \
   --split-by "$SPLIT_BY" --out "$OUT" --seed "$SEED" \
-  --finetune-vocab-unlikelihood "$VOCAB_UL" --no-serve --no-progress
+  ${VOCAB_UL:+--finetune-vocab-unlikelihood "$VOCAB_UL"} --no-serve --no-progress
 echo "wall time: $((SECONDS - started)) s for a budget of $MINUTES min" | tee "$OUT/wall.txt"
 echo "evaluation: $OUT/eval.json; report: $OUT/report/report.md"

@@ -121,7 +121,8 @@ def test_vocabulary_unlikelihood_is_on_by_default_in_plan_and_cli(tmp_path):
     import inspect
 
     from rlchat import cli
-    from rlchat.quickstart import FINETUNE_VOCAB_UNLIKELIHOOD, QuickstartPlan
+    from rlchat.config import FINETUNE_VOCAB_UNLIKELIHOOD
+    from rlchat.quickstart import QuickstartPlan
 
     plan = QuickstartPlan(out=tmp_path, genres=["comedy"], minutes=20)
     assert plan.finetune_vocab_unlikelihood == FINETUNE_VOCAB_UNLIKELIHOOD > 0

@@ -19,6 +19,7 @@ from rich.text import Text
 from rlchat import __version__
 from rlchat.cli_options import config_options
 from rlchat.config import (
+    FINETUNE_VOCAB_UNLIKELIHOOD,
     CrossEntropyConfig,
     DataConfig,
     DecodeConfig,
@@ -568,7 +569,7 @@ def quickstart(
         typer.Option(
             min=0, help="--vocab-unlikelihood of the genre fine-tune (0 = off)."
         ),
-    ] = 10.0,  # rlchat.quickstart.FINETUNE_VOCAB_UNLIKELIHOOD (imported lazily)
+    ] = FINETUNE_VOCAB_UNLIKELIHOOD,
 ) -> None:
     """Corpus, CE on all genres, a fine-tune on the genre, the backward model, RL,
     evaluation and report within --minutes, then the server (RL with MMI reranking);

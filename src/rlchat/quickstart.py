@@ -25,6 +25,7 @@ from typing import Any
 
 from rlchat.checkpoint import CheckpointError, atomic_write_text, verify_bundle
 from rlchat.config import (
+    FINETUNE_VOCAB_UNLIKELIHOOD,
     MMI_DECODING,
     CrossEntropyConfig,
     DataConfig,
@@ -57,10 +58,6 @@ STAGE_SETUP_MINUTES = 0.25  # a stage's data preparation, before its trainer's c
 # ended with comedy validation perplexity 65-69, at 5e-4 at 56 in two seeds, at 2.5e-4 at 56
 # too (experiments/dull_ce_sweep.py, docs/experiments.md).
 FINETUNE_LR = 5e-4
-# Vocabulary unlikelihood of the genre fine-tune: in paired whole-recipe draws on validation
-# it cut greedy CE's top1 (0.19 and 0.05 against 0.32 and 0.46) with RL and the served bot
-# level or better (docs/experiments.md).
-FINETUNE_VOCAB_UNLIKELIHOOD = 10.0
 
 
 @dataclass
