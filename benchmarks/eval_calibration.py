@@ -7,10 +7,14 @@ default). The systems are bots without a model, so that thousands of them can be
   is a function of its input, as a deterministic bot is (a line said twice gets the same
   reply twice), and the two differ only by chance. A test at the 95% level should call them
   different about 5% of the time; the benchmark reports how often it does, per figure, for
-  the clustered test `rlchat eval` uses and for the same test on single pairs.
+  the clustered test and interval (and both together, `rlchat eval`'s star) and for the same
+  on single pairs.
 * Known difference: bot B answers a share of its inputs with a stock reply ("i don't know.")
   and the rest at random. The true difference of each figure at this sample size is the mean
   over many draws; the benchmark reports how often the 95% interval covers it.
+* Equal figure (`--equal-figure`): two stock bots, each saying its own line to the same share
+  of inputs. They differ, but their top1, unique and entropy are equal in expectation; the
+  randomisation's null (exchangeable outputs) is false, "no difference in the figure" true.
 
 Each replication takes fresh bots (two for A/A, one stock bot for the known difference) and
 half the test conversations at random (the test split is itself a random set of
@@ -65,9 +69,10 @@ STOCK = "i don't know."
 class StockBot(RandomReplyBot):
     """A random-reply bot that says "i don't know." to a share of its inputs (by hash)."""
 
-    def __init__(self, train_pairs, seed: int, share: float) -> None:
+    def __init__(self, train_pairs, seed: int, share: float, stock: str = STOCK) -> None:
         super().__init__(train_pairs, seed=seed, name=f"stock-{seed}")
         self.share = share
+        self.stock = stock
 
     def answer(self, messages):
         replies = super().answer(messages)
@@ -75,7 +80,7 @@ class StockBot(RandomReplyBot):
         for message, reply in zip(messages, replies, strict=True):
             key = f"stock:{self.seed}:{normalize_text(message)}".encode()
             u = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
-            out.append(STOCK if u < self.share else reply)
+            out.append(self.stock if u < self.share else reply)
         return out
 
 
@@ -156,6 +161,7 @@ def run(args: argparse.Namespace) -> dict:
 
     rejections = {f.name: {"clusters": 0, "pairs": 0} for f in CHECKED}
     excluded = {f.name: {"clusters": 0, "pairs": 0} for f in CHECKED}  # interval misses 0
+    called = {f.name: {"clusters": 0, "pairs": 0} for f in CHECKED}  # both: the star
     covered = {f.name: 0 for f in CHECKED}
     variant_covered = {v: {f.name: 0 for f in CHECKED} for v in VARIANTS}
     for replication in range(n):
@@ -180,7 +186,8 @@ def run(args: argparse.Namespace) -> dict:
                     resamples=args.resamples,
                     seed=replication,
                 )
-                rejections[figure.name][name] += result.significant()
+                rejections[figure.name][name] += result.randomisation_p < 0.05
+                called[figure.name][name] += result.significant()
                 excluded[figure.name][name] += not result.low <= 0.0 <= result.high
             (stats_a, stats_b), value = statistics(figure, [a2, b2], rows2)
             groupings = (eval_set.conversations[rows2], eval_set.inputs[rows2])
@@ -220,6 +227,10 @@ def run(args: argparse.Namespace) -> dict:
             name: {kind: count / n for kind, count in kinds.items()}
             for name, kinds in rejections.items()
         },
+        "aa_both_reject": {
+            name: {kind: count / n for kind, count in kinds.items()}
+            for name, kinds in called.items()
+        },
         "aa_interval_excludes_zero": {
             name: {kind: count / n for kind, count in kinds.items()}
             for name, kinds in excluded.items()
@@ -232,6 +243,73 @@ def run(args: argparse.Namespace) -> dict:
         }
         if args.variants
         else {},
+    }
+
+
+# Figures on which two stock bots of the same share but different stock lines are equal in
+# expectation: the commonest reply's share, unique replies, and the replies' entropy.
+EQUAL_FIGURES = ("top1", "unique", "entropy")
+# Lines no training reply is, so that no random reply adds to either bot's stock line.
+EQUAL_STOCK_LINES = ("purple elephants dance at noon.", "orange giraffes sing at dawn.")
+
+
+def run_equal_figure(args: argparse.Namespace) -> dict:
+    """Two different systems whose figure is the same in expectation: two stock bots, each
+    saying its own line (one no training reply is) to the same share of inputs. The
+    randomisation test's null is that the two systems' outputs are exchangeable, which is
+    false here; the figure's difference is zero all the same. How often does each of the
+    test and the interval call them different?"""
+    corpus = load_corpus(Path(args.corpus))
+    dataset = prepare_dataset(corpus, DataConfig(genres=[args.genre]), TokenizerConfig())
+    splits = dataset.pairs()
+    eval_set = split_eval_set(splits, "test")
+    started = time.perf_counter()
+    n = args.replications
+    share = args.stock_share
+    line_a, line_b = EQUAL_STOCK_LINES
+    a_bots = [StockBot(splits["train"], 20_000 + s, share, stock=line_a) for s in range(n)]
+    b_bots = [StockBot(splits["train"], 30_000 + s, share, stock=line_b) for s in range(n)]
+    results = [score(bot, eval_set) for bot in (*a_bots, *b_bots)]
+    attach_counts(results)
+    rng = np.random.default_rng(args.seed)
+    figures = [f for f in CHECKED if f.name in EQUAL_FIGURES]
+    rejected = {f.name: 0 for f in figures}
+    excluded = {f.name: 0 for f in figures}
+    called = {f.name: 0 for f in figures}  # both reject: `rlchat eval`'s star
+    differences = {f.name: [] for f in figures}
+    for replication in range(n):
+        a, b = results[replication], results[n + replication]
+        rows = half_of_the_conversations(eval_set, rng)
+        groupings = (eval_set.conversations[rows], eval_set.inputs[rows])
+        for figure in figures:
+            (stats_a, stats_b), value = statistics(figure, [a, b], rows)
+            result = compare(
+                stats_a,
+                stats_b,
+                eval_set.clusters[rows],
+                value,
+                groupings=groupings,
+                resamples=args.resamples,
+                seed=replication,
+            )
+            rejected[figure.name] += result.randomisation_p < 0.05
+            excluded[figure.name] += not result.low <= 0.0 <= result.high
+            called[figure.name] += result.significant()
+            differences[figure.name].append(result.diff)
+    return {
+        "what": "different systems, equal figure in expectation (see run_equal_figure)",
+        "machine": f"{platform.machine()}, {platform.processor() or platform.platform()}",
+        "genre": args.genre,
+        "test_pairs": len(eval_set.pairs),
+        "replications": n,
+        "resamples": args.resamples,
+        "stock_share": share,
+        "stock_lines": list(EQUAL_STOCK_LINES),
+        "seconds": round(time.perf_counter() - started, 1),
+        "mean_difference": {k: float(np.mean(v)) for k, v in differences.items()},
+        "randomisation_rejects": {k: v / n for k, v in rejected.items()},
+        "interval_excludes_zero": {k: v / n for k, v in excluded.items()},
+        "both_reject": {k: v / n for k, v in called.items()},
     }
 
 
@@ -248,7 +326,18 @@ def main() -> None:
     parser.add_argument(
         "--variants", action="store_true", help="also the coverage of other interval variances"
     )
+    parser.add_argument(
+        "--equal-figure",
+        action="store_true",
+        help="instead: two different systems whose figure is equal in expectation",
+    )
     args = parser.parse_args()
+    if args.equal_figure:
+        result = run_equal_figure(args)
+        print(json.dumps(result, indent=2))
+        if args.json:
+            atomic_write_text(args.json, json.dumps(result, indent=2))
+        return
     result = run(args)
     print(json.dumps(result, indent=2))
     if args.json:
@@ -256,9 +345,11 @@ def main() -> None:
     worst_fp = max(v["clusters"] for v in result["false_positive_rate"].values())
     best_fp = min(v["clusters"] for v in result["false_positive_rate"].values())
     worst_cover = min(result["coverage"].values())
+    worst_star = max(v["clusters"] for v in result["aa_both_reject"].values())
     print(
         f"A/A false-positive rate at 95%: {best_fp:.3f} to {worst_fp:.3f} over figures "
-        f"(clustered test); interval coverage of a known difference: {worst_cover:.3f} at worst"
+        f"(clustered test), {worst_star:.3f} at worst with the interval too; interval coverage "
+        f"of a known difference: {worst_cover:.3f} at worst"
     )
 
 

@@ -77,6 +77,22 @@ SETTINGS: dict[str, list[str]] = {
         for weight in ("3", "10", "30", "100", "1000")
         for suffix, seed in (("", []), ("-repeat", ["--seed", "1"]))
     },
+    # Weight 10 (the quickstart's) with the word-continuing pieces spared, with negative
+    # training of frequent greedy replies on the same greedy rows, and with both.
+    **{
+        f"vocab-ul-10{variant}-lr-5e-4{suffix}": [
+            *["--lr", "5e-4", "--vocab-unlikelihood", "10", *extra, *seed]
+        ]
+        for variant, extra in (
+            ("-spare", ["--vocab-unlikelihood-spare-pieces"]),
+            ("-negative-0.05", ["--negative-threshold", "0.05"]),
+            (
+                "-spare-negative-0.05",
+                ["--vocab-unlikelihood-spare-pieces", "--negative-threshold", "0.05"],
+            ),
+        )
+        for suffix, seed in (("", []), ("-repeat", ["--seed", "1"]))
+    },
 }
 SHOWN = ("bleu2", "top1", "unique", "distinct2", "length", "perplexity", "dull_rate")
 

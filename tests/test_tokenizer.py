@@ -300,3 +300,20 @@ def test_save_and_load_keep_encodings_and_leave_no_temporary_file(
 def test_unknown_kind_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown tokenizer kind"):
         train_tokenizer(["hi"], TokenizerConfig(kind="char"))  # type: ignore[arg-type]
+
+
+def test_continues_word_marks_the_pieces_that_attach_to_the_word_before() -> None:
+    texts = ["i don't know.", "don't go, i know!", "running and jumping", "i'm fine."] * 20
+    bpe = train_tokenizer(texts, TokenizerConfig(kind="bpe", vocab_size=300))
+    flags = bpe.continues_word()
+    assert len(flags) == bpe.vocab_size and not any(flags[: len(SPECIAL_TOKENS)])
+    don, t = bpe.encode("don't")  # "Ġdon", "'t"
+    assert flags[t] and not flags[don]
+    assert not any(flags[i] for i in bpe.encode("i know."))  # word starts and punctuation
+    start, *rest = bpe.encode("runningjumping")  # an unseen word: "Ġrunning", then pieces
+    assert not flags[start] and rest and all(flags[i] for i in rest)
+    word = train_tokenizer(texts, TokenizerConfig(kind="word", min_count=1))
+    marked = {
+        word._tokenizer.id_to_token(i) for i, flag in enumerate(word.continues_word()) if flag
+    }
+    assert marked == {"t", "m"}

@@ -724,9 +724,65 @@ def test_a_resumed_vocabulary_unlikelihood_run_matches_an_uninterrupted_one(tmp_
 def test_vocabulary_unlikelihood_is_not_combined_with_other_row_options(tmp_path, comedy):
     _, dataset = comedy
     for extra, flag in (
-        ({"negative_threshold": 0.1}, "negative-threshold"),
         ({"contrastive_weight": 1.0}, "contrastive-weight"),
         ({"word_dropout": 0.2}, "word-dropout"),
     ):
         with pytest.raises(RunError, match=flag):
             make_trainer(tmp_path, dataset, CrossEntropyConfig(vocab_unlikelihood=1.0, **extra))
+    with pytest.raises(RunError, match="needs --vocab-unlikelihood"):
+        make_trainer(tmp_path, dataset, CrossEntropyConfig(vocab_unlikelihood_spare_pieces=True))
+
+
+def test_spared_pieces_are_never_priced_by_vocabulary_unlikelihood(tmp_path, comedy):
+    import numpy as np
+
+    _, dataset = comedy
+    common = {"batch_size": 32, "negative_window": 32, "vocab_unlikelihood": 10.0}
+    priced, spared = (
+        make_trainer(tmp_path / name, dataset, CrossEntropyConfig(**common, **extra))
+        for name, extra in (("all", {}), ("spare", {"vocab_unlikelihood_spare_pieces": True}))
+    )
+    pieces = np.asarray(dataset.tokenizer.continues_word())
+    # A window of replies that say every token once: each overuses the (rarer) pieces too.
+    every_token = [list(range(5, dataset.tokenizer.vocab_size))] * 32
+    for trainer in (priced, spared):
+        trainer.recent.add(every_token)
+    assert priced.overuse_weights()[pieces].sum() > 0
+    weights = spared.overuse_weights()
+    assert not weights[pieces].any() and weights[~pieces].sum() > 0
+    assert np.array_equal(weights[~pieces], priced.overuse_weights()[~pieces])
+
+
+def test_negative_training_rides_on_the_vocabulary_unlikelihood_rows(tmp_path, comedy):
+    from rlchat.batching import encode_inputs
+    from rlchat.decoding import decode
+    from rlchat.scoring import reference_loss
+
+    _, dataset = comedy
+    start = make_trainer(
+        tmp_path / "start", dataset, CrossEntropyConfig(batch_size=32, max_steps=150)
+    )
+    start.fit(progress=False)
+    common = {"batch_size": 32, "warmup_steps": 1, "lr": 1e-3, "vocab_unlikelihood": 10.0}
+    vocab = make_trainer(tmp_path / "vocab", dataset, CrossEntropyConfig(**common))
+    # Every greedy reply counts as frequent here, so each step trains its batch's down.
+    both = make_trainer(
+        tmp_path / "both",
+        dataset,
+        CrossEntropyConfig(**common, negative_threshold=1e-6, negative_weight=5.0),
+    )
+    for trainer in (vocab, both):
+        trainer.model.load_state_dict(start.model.state_dict())
+    batch = both.train_examples[:32]
+    sources = [e.source for e in batch]
+    both.model.eval()
+    with torch.no_grad():
+        flagged = decode(both.model, *encode_inputs(sources), both.greedy).to_lists()
+    figures = {}
+    for _ in range(5):  # the same batch and start for both: only the negative term differs
+        vocab.train_step(batch, total_steps=5)
+        figures = both.train_step(batch, total_steps=5)
+    assert figures["ce/negative_share"] == 1.0 and figures["ce/negative_unlikelihood"] > 0
+    device = torch.device("cpu")
+    nll_vocab = reference_loss(vocab.model, sources, flagged, device)["loss"]
+    assert reference_loss(both.model, sources, flagged, device)["loss"] > nll_vocab + 0.5

@@ -566,9 +566,7 @@ def quickstart(
     ] = 0,
     finetune_vocab_unlikelihood: Annotated[
         float,
-        typer.Option(
-            min=0, help="--vocab-unlikelihood of the genre fine-tune (0 = off)."
-        ),
+        typer.Option(min=0, help="--vocab-unlikelihood of the genre fine-tune (0 = off)."),
     ] = FINETUNE_VOCAB_UNLIKELIHOOD,
 ) -> None:
     """Corpus, CE on all genres, a fine-tune on the genre, the backward model, RL,

@@ -242,6 +242,13 @@ class CrossEntropyConfig(LoopConfig):
             "min": 0,
         },
     )
+    # The penalty prices BPE pieces that continue a word ("'t") as it prices words; training
+    # "'t" down leaves "i don." behind. Spared, only tokens that start a word (and
+    # punctuation) are priced, and a word is never cut short.
+    vocab_unlikelihood_spare_pieces: bool = field(
+        default=False,
+        metadata={"help": 'leave word-continuing pieces ("\'t") out of vocabulary unlikelihood'},
+    )
     # Word dropout (Bowman et al. 2016, arXiv:1511.06349): a share of the decoder's input
     # tokens become <unk> in training, so the reply so far predicts less of the next token and
     # the decoder must draw on the input; greedy CE's one reply is a decoder that need not.

@@ -523,6 +523,8 @@ def comparisons(
                 "low": result.low,
                 "high": result.high,
                 "p_value": result.p_value,
+                "randomisation_p": result.randomisation_p,
+                "interval_p": result.interval_p,
             }
         )
     return rows_out
@@ -636,7 +638,8 @@ def evaluate_runs(
         "reward": reward.weights,
         "dull_replies": sorted(eval_set.dull_set),
         "test": {
-            "method": "paired approximate randomisation over clusters",
+            # p_value is the larger of the two: a difference is called only when both reject.
+            "method": "paired approximate randomisation over clusters, and the interval",
             "resamples": resamples,
             "seed": seed,
         },

@@ -229,7 +229,8 @@ def _format_metric(name: str, value: Any) -> str:
 
 
 def is_significant(comparison: dict[str, Any], level: float = 0.05) -> bool:
-    """The paired randomisation test rejects "no difference" at `level`."""
+    """The comparison rejects "no difference" at `level` (both its tests do, see
+    `rlchat.significance`); without a p-value, its interval excludes zero."""
     if "p_value" in comparison:
         return comparison["p_value"] < level
     return comparison["low"] > 0 or comparison["high"] < 0
@@ -302,8 +303,9 @@ def evaluation_summary(evaluation: dict[str, Any]) -> str:
 
 
 SIGNIFICANCE_NOTE = (
-    "Differences: system − first run, with the 95% interval; `*`: paired approximate "
-    'randomisation over clusters of pairs rejects "no difference" (p < 0.05). '
+    "Differences: system − first run, with the 95% interval; `*`: both paired approximate "
+    'randomisation over clusters of pairs and the interval reject "no difference" (p < 0.05, '
+    "the larger of their p-values). "
     "`dull_rate` and self-play count a list of held-out dull replies that no reward prices; "
     "`stock_rate` counts what the `stock` reward prices."
 )

@@ -38,6 +38,9 @@ PAD, UNK, BOS, EOS, SEP = "<pad>", "<unk>", "<bos>", "<eos>", "<sep>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, BOS, EOS, SEP)
 PAD_ID, UNK_ID, BOS_ID, EOS_ID, SEP_ID = range(len(SPECIAL_TOKENS))
 
+# Byte-level BPE writes a leading space as this character ("Ġ"): the mark of a word's start.
+BPE_SPACE = "\u0120"
+
 JSON_FORMAT = 1  # bump when the layout of `to_json` changes
 
 # --------------------------------------------------------------------------- normalisation
@@ -217,6 +220,22 @@ class ChatTokenizer:
 
     def token_to_id(self, token: str) -> int | None:
         return self._tokenizer.token_to_id(token)
+
+    def continues_word(self) -> list[bool]:
+        """Per id: does the token continue the word before it ("'t", "ing") rather than start
+        one? BPE pieces without the prefix space that begin with a letter, digit or
+        apostrophe; in the word kind, the letters after a contraction's apostrophe. Punctuation
+        and specials do not."""
+        flags = [False] * self.vocab_size
+        for token, i in self._tokenizer.get_vocab(with_added_tokens=True).items():
+            if i < len(SPECIAL_TOKENS) or not token:
+                continue
+            if self.kind == "bpe":
+                suffix = token.startswith("'") and len(token) > 1  # "'t", not a lone quote mark
+                flags[i] = suffix or (token[0].isalnum() and not token.startswith(BPE_SPACE))
+            else:  # "can't" is "can", "'", "t"
+                flags[i] = token in CONTRACTION_SUFFIXES
+        return flags
 
     def encode(self, text: str) -> list[int]:
         """Normalised text -> ids, without special tokens (batching adds those)."""

@@ -265,8 +265,9 @@ def check_same_split(data: DataConfig, start: DataConfig, init: Path) -> None:
             )
 
 
-# Options that add rows to a batch (whole replies scored after an input) exclude each other, and
-# word dropout, which changes the decoder's input of the gold rows only.
+# Options that add rows to a batch (whole replies scored after an input) exclude each other
+# (but for the pair in SHARE_ROWS), and word dropout, which changes the decoder's input of the
+# gold rows only.
 ROW_OPTIONS = {
     "negative_threshold": "--negative-threshold",
     "contrastive_weight": "--contrastive-weight",
@@ -274,9 +275,15 @@ ROW_OPTIONS = {
 }
 
 
+# Both decode the batch greedily and score those rows: one pass serves them together.
+SHARE_ROWS = frozenset({"--negative-threshold", "--vocab-unlikelihood"})
+
+
 def check_compatible(config: CrossEntropyConfig) -> None:
     chosen = [flag for name, flag in ROW_OPTIONS.items() if getattr(config, name)]
-    if len(chosen) > 1:
+    if config.vocab_unlikelihood_spare_pieces and not config.vocab_unlikelihood:
+        raise RunError("--vocab-unlikelihood-spare-pieces needs --vocab-unlikelihood")
+    if len(chosen) > 1 and not set(chosen) <= SHARE_ROWS:
         raise RunError(f"{' and '.join(chosen)} cannot be combined")
     if config.word_dropout and chosen:
         raise RunError(
@@ -302,9 +309,13 @@ class CrossEntropyTrainer(Trainer):
         self.greedy = DecodeConfig()
         self.recent = RecentReplies(self.config.negative_window)
         self.human_counts: np.ndarray | None = None  # vocabulary unlikelihood's reference
+        self.spared: np.ndarray | None = None  # the pieces vocabulary unlikelihood leaves be
         if self.config.vocab_unlikelihood:
             replies = (e.reply for e in self.train_examples)
             self.human_counts = reply_token_counts(replies, self.model.config.vocab_size)
+        if self.config.vocab_unlikelihood_spare_pieces:
+            pieces = ChatTokenizer.from_json(self.tokenizer_json).continues_word()
+            self.spared = np.asarray(pieces, dtype=bool)
         check_compatible(self.config)
 
     def loss(self, examples: list[Example]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -400,15 +411,14 @@ class CrossEntropyTrainer(Trainer):
         replies overuse, both from one forward pass (appended rows). Penalised only once the
         window of greedy replies is full, so the first batches are not judged on a handful."""
         greedy = self.greedy_replies(sources)
-        generated = reply_token_counts(self.recent.replies, len(self.human_counts))
-        weights = torch.tensor(overuse_weights(generated, self.human_counts), dtype=torch.float32)
-        if not self.recent.is_full():
-            weights.zero_()
+        weights = torch.tensor(self.overuse_weights(), dtype=torch.float32)
         batch = make_batch(sources + sources, replies + greedy).to(self.device)
         logits = self.teacher_forced_logits(batch)  # (N, V), row-major over tgt_mask
         gold = batch.tgt_out[batch.tgt_mask]
-        said = batch.tgt_mask.nonzero()[:, 0] >= len(sources)  # (N,) the greedy rows
-        ce = self.gold_cross_entropy(logits, gold, ~said) * self.per_reference_token(~said)
+        row_of_token = batch.tgt_mask.nonzero()[:, 0]
+        said = row_of_token >= len(sources)  # (N,) the greedy rows
+        scale = self.per_reference_token(~said)
+        ce = self.gold_cross_entropy(logits, gold, ~said) * scale
         weight = weights.to(self.device)[gold[said]]
         penalised = weight > 0
         ul = logits.new_zeros((), dtype=torch.float32)
@@ -416,13 +426,32 @@ class CrossEntropyTrainer(Trainer):
             per_token = unlikelihood_per_token(logits[said][penalised], gold[said][penalised])
             ul = (per_token * weight[penalised]).sum() / penalised.sum()
         loss = ce + self.config.vocab_unlikelihood * ul
-        return loss, {
-            "ce/loss": loss.item(),
+        figures = {
             "ce/nll": ce.item(),
             "ce/unlikelihood": ul.item(),
             "ce/overuse_kl": float(weights.sum()),
             "ce/greedy_top1": self.recent.top_share(),
         }
+        if self.config.negative_threshold:  # the same greedy rows, whole replies trained down
+            frequent = [self.recent.is_frequent(r, self.config.negative_threshold) for r in greedy]
+            rows = torch.tensor([False] * len(sources) + frequent, device=self.device)
+            negative = rows[row_of_token]
+            negative_ul = unlikelihood(logits[negative], gold[negative]) * scale
+            loss = loss + self.config.negative_weight * negative_ul
+            figures["ce/negative_unlikelihood"] = negative_ul.item()
+            figures["ce/negative_share"] = sum(frequent) / max(1, len(sources))
+        return loss, {"ce/loss": loss.item(), **figures}
+
+    def overuse_weights(self) -> np.ndarray:
+        """Each token's weight in vocabulary unlikelihood over the window of greedy replies
+        (V,): zero until the window is full, and for the spared pieces."""
+        generated = reply_token_counts(self.recent.replies, len(self.human_counts))
+        weights = overuse_weights(generated, self.human_counts)
+        if not self.recent.is_full():
+            weights[:] = 0.0
+        if self.spared is not None:
+            weights[self.spared] = 0.0
+        return weights
 
     def loss_with_mismatched(
         self, sources: list[list[int]], replies: list[list[int]]
