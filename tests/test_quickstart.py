@@ -137,22 +137,28 @@ def test_vocabulary_unlikelihood_reaches_the_genre_fine_tune_only(tmp_path, monk
     weights = {}
 
     def fake_ce(*, train_config, out, **_):
-        weights[out.name] = train_config.vocab_unlikelihood
+        weights[out.name] = (
+            train_config.vocab_unlikelihood,
+            train_config.vocab_unlikelihood_spare_pieces,
+            train_config.negative_threshold,
+        )
         return {}
 
     monkeypatch.setattr(cross_entropy, "train_cross_entropy", fake_ce)
-    for value in (0.0, 10.0):
+    for value, spare, negative in ((0.0, False, 0.0), (10.0, True, 0.05)):
         plan = QuickstartPlan(
             out=tmp_path / str(value),
             genres=["comedy"],
             minutes=20,
             finetune_vocab_unlikelihood=value,
+            finetune_spare_pieces=spare,
+            finetune_negative_threshold=negative,
         )
         for stage in ("pretrain", "finetune", "backward"):
             plan.stage_dirs[stage].mkdir(parents=True)
             train_stage(plan, stage, corpus=None, minutes=1.0)
         assert weights == {
-            plan.pretrain_dir.name: 0.0,
-            plan.ce_dir.name: value,
-            plan.backward_dir.name: 0.0,
+            plan.pretrain_dir.name: (0.0, False, 0.0),
+            plan.ce_dir.name: (value, spare, negative),
+            plan.backward_dir.name: (0.0, False, 0.0),
         }

@@ -568,6 +568,14 @@ def quickstart(
         float,
         typer.Option(min=0, help="--vocab-unlikelihood of the genre fine-tune (0 = off)."),
     ] = FINETUNE_VOCAB_UNLIKELIHOOD,
+    finetune_spare_pieces: Annotated[
+        bool,
+        typer.Option(help="--vocab-unlikelihood-spare-pieces in the genre fine-tune."),
+    ] = False,
+    finetune_negative_threshold: Annotated[
+        float,
+        typer.Option(min=0, max=1, help="--negative-threshold of the genre fine-tune (0 = off)."),
+    ] = 0.0,
 ) -> None:
     """Corpus, CE on all genres, a fine-tune on the genre, the backward model, RL,
     evaluation and report within --minutes, then the server (RL with MMI reranking);
@@ -594,6 +602,8 @@ def quickstart(
         split_by=split_by,
         seed=seed,
         finetune_vocab_unlikelihood=finetune_vocab_unlikelihood,
+        finetune_spare_pieces=finetune_spare_pieces,
+        finetune_negative_threshold=finetune_negative_threshold,
     )
     try:
         evaluation = run_quickstart(plan, loaded)

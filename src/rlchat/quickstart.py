@@ -69,8 +69,11 @@ class QuickstartPlan:
     progress: bool = True
     split_by: str = "conversation"  # or "movie": no test movie is seen in any training stage
     seed: int = 0  # of every stage's weights, batches, dropout and samples; never of the split
-    # Vocabulary unlikelihood in the genre fine-tune only (0 = off).
+    # Vocabulary unlikelihood in the genre fine-tune only (0 = off), with the word-continuing
+    # pieces spared or not, and negative training on its greedy rows (0 = off).
     finetune_vocab_unlikelihood: float = FINETUNE_VOCAB_UNLIKELIHOOD
+    finetune_spare_pieces: bool = False
+    finetune_negative_threshold: float = 0.0
 
     @property
     def pretrain_dir(self) -> Path:
@@ -219,7 +222,7 @@ def train_stage(plan: QuickstartPlan, stage: str, corpus: Corpus, minutes: float
                 max_minutes=fit_minutes,
                 seed=plan.seed,
                 lr=CrossEntropyConfig.lr if init is None else FINETUNE_LR,
-                vocab_unlikelihood=plan.finetune_vocab_unlikelihood if stage == "finetune" else 0.0,
+                **(finetune_options(plan) if stage == "finetune" else {}),
             ),
             init=init,
             progress=plan.progress,
@@ -229,6 +232,15 @@ def train_stage(plan: QuickstartPlan, stage: str, corpus: Corpus, minutes: float
     summary["budget_minutes"] = minutes
     mark_done(path, summary)
     return summary
+
+
+def finetune_options(plan: QuickstartPlan) -> dict[str, Any]:
+    """The genre fine-tune's remedies against greedy CE's one reply (off in the other stages)."""
+    return {
+        "vocab_unlikelihood": plan.finetune_vocab_unlikelihood,
+        "vocab_unlikelihood_spare_pieces": plan.finetune_spare_pieces,
+        "negative_threshold": plan.finetune_negative_threshold,
+    }
 
 
 def evaluate_stage(plan: QuickstartPlan, corpus: Corpus, max_pairs: int = 0) -> dict[str, Any]:
