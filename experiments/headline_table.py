@@ -10,6 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from rlchat.report import is_significant
+
 FIGURES = (
     ("bleu2", "BLEU-2", 4),
     ("sacrebleu", "sacreBLEU", 2),
@@ -49,7 +51,7 @@ def main() -> None:
         if row["group"] != args.group or row["metric"] not in digits:
             continue
         d = digits[row["metric"]]
-        mark = " *" if row["p_value"] < 0.05 else ""
+        mark = " *" if is_significant(row) else ""
         print(
             f"- {row['run']} − {row['baseline']}, {row['metric']}: {row['diff']:+.{d}f} "
             f"[{row['low']:+.{d}f}, {row['high']:+.{d}f}]{mark} (p = {row['p_value']:.3f})"

@@ -188,10 +188,13 @@ def test_evaluation_marks_the_differences_the_test_finds():
             [
                 comparison("reward", 0.02, 0.10, p_value=0.001),
                 comparison("bleu2", -0.01, 0.02, p_value=0.4),
+                # An evaluation from before both tests were asked: the randomisation's p alone.
+                comparison("top1", -0.06, 0.004, p_value=0.001),
             ]
         )
     )
     assert row_of(text, "figure") == ["figure", "tiny-rl − tiny-ce"]
     assert row_of(text, "reward") == ["reward", "+0.0600 [+0.0200, +0.1000] *"]
     assert row_of(text, "bleu2") == ["bleu2", "+0.0050 [-0.0100, +0.0200]"]
+    assert row_of(text, "top1") == ["top1", "-0.0280 [-0.0600, +0.0040]"]  # no star
     assert "approximate randomisation over clusters" in text
