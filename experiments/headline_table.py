@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from rlchat.report import is_significant
+from rlchat.report import is_significant, p_value_of
 
 FIGURES = (
     ("bleu2", "BLEU-2", 4),
@@ -54,7 +54,7 @@ def main() -> None:
         mark = " *" if is_significant(row) else ""
         print(
             f"- {row['run']} − {row['baseline']}, {row['metric']}: {row['diff']:+.{d}f} "
-            f"[{row['low']:+.{d}f}, {row['high']:+.{d}f}]{mark} (p = {row['p_value']:.3f})"
+            f"[{row['low']:+.{d}f}, {row['high']:+.{d}f}]{mark} (p = {p_value_of(row):.3f})"
         )
 
 

@@ -16,11 +16,13 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from scipy import stats
 
 from rlchat.chatbot import Chatbot
 from rlchat.checkpoint import CheckpointError, atomic_write_bytes, atomic_write_text
 from rlchat.config import DecodeConfig
 from rlchat.runs import RunDir, RunError, read_metrics
+from rlchat.significance import normal_p_value
 
 logger = logging.getLogger(__name__)
 
@@ -228,12 +230,18 @@ def _format_metric(name: str, value: Any) -> str:
     return format(value, METRIC_FORMATS.get(name, ".3f"))
 
 
+def p_value_of(comparison: dict[str, Any]) -> float:
+    """The larger of the randomisation's and the 95% interval's p-values (see
+    `rlchat.significance`). An evaluation written before the p-value took both holds the
+    randomisation's alone; the interval's is recovered from the interval itself."""
+    diff, high = comparison["diff"], comparison["high"]
+    interval_p = normal_p_value(diff, ((high - diff) / stats.norm.ppf(0.975)) ** 2)
+    return max(comparison.get("p_value", 0.0), interval_p)
+
+
 def is_significant(comparison: dict[str, Any], level: float = 0.05) -> bool:
-    """The comparison rejects "no difference" at `level`: its interval excludes zero and its
-    p-value is below `level` (see `rlchat.significance`; an evaluation written before the
-    p-value took the larger of both tests' holds the randomisation's alone)."""
-    excludes_zero = comparison["low"] > 0 or comparison["high"] < 0
-    return excludes_zero and comparison.get("p_value", 0.0) < level
+    """Both tests reject "no difference" at `level`."""
+    return p_value_of(comparison) < level
 
 
 def _system_label(run: dict[str, Any]) -> str:
