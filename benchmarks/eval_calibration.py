@@ -122,12 +122,17 @@ def half_of_the_conversations(eval_set: EvalSet, rng: np.random.Generator) -> np
     return np.flatnonzero(kept[eval_set.conversations])
 
 
-def run(args: argparse.Namespace) -> dict:
+def test_split(args: argparse.Namespace) -> tuple[dict, EvalSet]:
+    """The genre's splits and its test set, as the default run's data: the same split,
+    tokenizer and length filter as `rlchat eval`'s."""
     corpus = load_corpus(Path(args.corpus))
-    # The default run's data: the same split, tokenizer and length filter as `rlchat eval`'s.
     dataset = prepare_dataset(corpus, DataConfig(genres=[args.genre]), TokenizerConfig())
     splits = dataset.pairs()
-    eval_set = split_eval_set(splits, "test")
+    return splits, split_eval_set(splits, "test")
+
+
+def run(args: argparse.Namespace) -> dict:
+    splits, eval_set = test_split(args)
     started = time.perf_counter()
     # Fresh bots for every replication (two for A/A, one stock bot for the known difference):
     # bots drawn again from a small pool would make the replications correlated, and the
@@ -259,10 +264,7 @@ def run_equal_figure(args: argparse.Namespace) -> dict:
     randomisation test's null is that the two systems' outputs are exchangeable, which is
     false here; the figure's difference is zero all the same. How often does each of the
     test and the interval call them different?"""
-    corpus = load_corpus(Path(args.corpus))
-    dataset = prepare_dataset(corpus, DataConfig(genres=[args.genre]), TokenizerConfig())
-    splits = dataset.pairs()
-    eval_set = split_eval_set(splits, "test")
+    splits, eval_set = test_split(args)
     started = time.perf_counter()
     n = args.replications
     share = args.stock_share

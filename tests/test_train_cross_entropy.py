@@ -50,6 +50,25 @@ def make_trainer(
     )
 
 
+def confident_start(tmp_path, dataset) -> CrossEntropyTrainer:
+    """A model trained until its greedy replies are confident: unlikelihood pushes on what
+    the model is sure of."""
+    start = make_trainer(
+        tmp_path / "start", dataset, CrossEntropyConfig(batch_size=32, max_steps=150)
+    )
+    start.fit(progress=False)
+    return start
+
+
+def greedy_replies(trainer: CrossEntropyTrainer, sources) -> list[list[int]]:
+    from rlchat.batching import encode_inputs
+    from rlchat.decoding import decode
+
+    trainer.model.eval()
+    with torch.no_grad():
+        return decode(trainer.model, *encode_inputs(sources), trainer.greedy).to_lists()
+
+
 def test_training_lowers_validation_loss_and_changes_parameters(tmp_path, comedy):
     _, dataset = comedy
     trainer = make_trainer(tmp_path, dataset, CrossEntropyConfig(batch_size=32, max_steps=250))
@@ -403,8 +422,6 @@ def test_unlikelihood_matches_a_direct_computation():
 
 
 def test_negative_training_trains_down_the_replies_it_flags(tmp_path, comedy):
-    from rlchat.batching import encode_inputs
-    from rlchat.decoding import decode
     from rlchat.scoring import reference_loss
 
     _, dataset = comedy
@@ -415,19 +432,14 @@ def test_negative_training_trains_down_the_replies_it_flags(tmp_path, comedy):
     )
     # Unlikelihood pushes on what the model is sure of: start both from a model trained
     # until its greedy replies are confident.
-    start = make_trainer(
-        tmp_path / "start", dataset, CrossEntropyConfig(batch_size=32, max_steps=150)
-    )
-    start.fit(progress=False)
+    start = confident_start(tmp_path, dataset)
     plain = make_trainer(tmp_path / "plain", dataset, plain_config)
     negative = make_trainer(tmp_path / "negative", dataset, config)
     for trainer in (plain, negative):
         trainer.model.load_state_dict(start.model.state_dict())
     batch = negative.train_examples[:32]
     sources = [e.source for e in batch]
-    negative.model.eval()
-    with torch.no_grad():
-        flagged = decode(negative.model, *encode_inputs(sources), negative.greedy).to_lists()
+    flagged = greedy_replies(negative, sources)
     figures = {}
     for _ in range(5):  # the same batch and start for both: only the penalty differs
         plain.train_step(batch, total_steps=5)
@@ -669,10 +681,7 @@ def test_vocabulary_unlikelihood_trains_down_the_overused_tokens(tmp_path, comed
     from rlchat.train.cross_entropy import reply_token_counts
 
     _, dataset = comedy
-    start = make_trainer(
-        tmp_path / "start", dataset, CrossEntropyConfig(batch_size=32, max_steps=150)
-    )
-    start.fit(progress=False)
+    start = confident_start(tmp_path, dataset)
     common = {"batch_size": 32, "warmup_steps": 1, "lr": 1e-3, "negative_window": 32}
     plain = make_trainer(tmp_path / "plain", dataset, CrossEntropyConfig(**common))
     vocab = make_trainer(
@@ -754,15 +763,10 @@ def test_spared_pieces_are_never_priced_by_vocabulary_unlikelihood(tmp_path, com
 
 
 def test_negative_training_rides_on_the_vocabulary_unlikelihood_rows(tmp_path, comedy):
-    from rlchat.batching import encode_inputs
-    from rlchat.decoding import decode
     from rlchat.scoring import reference_loss
 
     _, dataset = comedy
-    start = make_trainer(
-        tmp_path / "start", dataset, CrossEntropyConfig(batch_size=32, max_steps=150)
-    )
-    start.fit(progress=False)
+    start = confident_start(tmp_path, dataset)
     common = {"batch_size": 32, "warmup_steps": 1, "lr": 1e-3, "vocab_unlikelihood": 10.0}
     vocab = make_trainer(tmp_path / "vocab", dataset, CrossEntropyConfig(**common))
     # Every greedy reply counts as frequent here, so each step trains its batch's down.
@@ -775,9 +779,7 @@ def test_negative_training_rides_on_the_vocabulary_unlikelihood_rows(tmp_path, c
         trainer.model.load_state_dict(start.model.state_dict())
     batch = both.train_examples[:32]
     sources = [e.source for e in batch]
-    both.model.eval()
-    with torch.no_grad():
-        flagged = decode(both.model, *encode_inputs(sources), both.greedy).to_lists()
+    flagged = greedy_replies(both, sources)
     figures = {}
     for _ in range(5):  # the same batch and start for both: only the negative term differs
         vocab.train_step(batch, total_steps=5)
