@@ -52,6 +52,7 @@ from rlchat.evaluation import (
     text_result,
 )
 from rlchat.significance import (
+    Comparison,
     cluster_ids,
     compare,
     half_sample_variance,
@@ -120,6 +121,21 @@ def half_of_the_conversations(eval_set: EvalSet, rng: np.random.Generator) -> np
     """Pairs of a random half of the conversations: the test split is such a draw."""
     kept = rng.random(int(eval_set.conversations.max()) + 1) < 0.5
     return np.flatnonzero(kept[eval_set.conversations])
+
+
+def clustered_comparison(stats_a, stats_b, value, eval_set, rows, args, seed) -> Comparison:
+    """`rlchat eval`'s comparison on these rows: the test swaps their clusters, the interval
+    sums the conversation and input variances."""
+    groupings = (eval_set.conversations[rows], eval_set.inputs[rows])
+    return compare(
+        stats_a,
+        stats_b,
+        eval_set.clusters[rows],
+        value,
+        groupings=groupings,
+        resamples=args.resamples,
+        seed=seed,
+    )
 
 
 def test_split(args: argparse.Namespace) -> tuple[dict, EvalSet]:
@@ -196,14 +212,8 @@ def run(args: argparse.Namespace) -> dict:
                 excluded[figure.name][name] += not result.low <= 0.0 <= result.high
             (stats_a, stats_b), value = statistics(figure, [a2, b2], rows2)
             groupings = (eval_set.conversations[rows2], eval_set.inputs[rows2])
-            result = compare(
-                stats_a,
-                stats_b,
-                eval_set.clusters[rows2],
-                value,
-                groupings=groupings,
-                resamples=args.resamples,
-                seed=replication,
+            result = clustered_comparison(
+                stats_a, stats_b, value, eval_set, rows2, args, replication
             )
             covered[figure.name] += result.low <= true_difference[figure.name] <= result.high
             # Other interval variances on the same draw, to compare constructions.
@@ -282,17 +292,10 @@ def run_equal_figure(args: argparse.Namespace) -> dict:
     for replication in range(n):
         a, b = results[replication], results[n + replication]
         rows = half_of_the_conversations(eval_set, rng)
-        groupings = (eval_set.conversations[rows], eval_set.inputs[rows])
         for figure in figures:
             (stats_a, stats_b), value = statistics(figure, [a, b], rows)
-            result = compare(
-                stats_a,
-                stats_b,
-                eval_set.clusters[rows],
-                value,
-                groupings=groupings,
-                resamples=args.resamples,
-                seed=replication,
+            result = clustered_comparison(
+                stats_a, stats_b, value, eval_set, rows, args, replication
             )
             rejected[figure.name] += result.randomisation_p < 0.05
             excluded[figure.name] += not result.low <= 0.0 <= result.high

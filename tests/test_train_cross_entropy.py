@@ -69,6 +69,20 @@ def greedy_replies(trainer: CrossEntropyTrainer, sources) -> list[list[int]]:
         return decode(trainer.model, *encode_inputs(sources), trainer.greedy).to_lists()
 
 
+def from_start(start: CrossEntropyTrainer, *trainers: CrossEntropyTrainer) -> None:
+    for trainer in trainers:
+        trainer.model.load_state_dict(start.model.state_dict())
+
+
+def step_side_by_side(baseline, treated, batch, steps: int) -> dict[str, float]:
+    """Both trainers take `steps` steps on the same batch; the treated one's last figures."""
+    figures = {}
+    for _ in range(steps):
+        baseline.train_step(batch, total_steps=steps)
+        figures = treated.train_step(batch, total_steps=steps)
+    return figures
+
+
 def test_training_lowers_validation_loss_and_changes_parameters(tmp_path, comedy):
     _, dataset = comedy
     trainer = make_trainer(tmp_path, dataset, CrossEntropyConfig(batch_size=32, max_steps=250))
@@ -435,15 +449,12 @@ def test_negative_training_trains_down_the_replies_it_flags(tmp_path, comedy):
     start = confident_start(tmp_path, dataset)
     plain = make_trainer(tmp_path / "plain", dataset, plain_config)
     negative = make_trainer(tmp_path / "negative", dataset, config)
-    for trainer in (plain, negative):
-        trainer.model.load_state_dict(start.model.state_dict())
+    from_start(start, plain, negative)
     batch = negative.train_examples[:32]
     sources = [e.source for e in batch]
     flagged = greedy_replies(negative, sources)
-    figures = {}
-    for _ in range(5):  # the same batch and start for both: only the penalty differs
-        plain.train_step(batch, total_steps=5)
-        figures = negative.train_step(batch, total_steps=5)
+    # The same batch and start for both: only the penalty differs.
+    figures = step_side_by_side(plain, negative, batch, 5)
     assert figures["ce/negative_share"] == 1.0 and figures["ce/unlikelihood"] > 0
     assert figures["ce/loss"] > figures["ce/nll"]
     device = torch.device("cpu")
@@ -520,14 +531,12 @@ def test_mismatched_input_training_makes_replies_fit_their_own_inputs(tmp_path, 
             batch_size=32, warmup_steps=1, lr=1e-3, contrastive_weight=5.0, contrastive_margin=2.0
         ),
     )
-    for trainer in (plain, contrastive):
-        trainer.model.load_state_dict(start.model.state_dict())
+    from_start(start, plain, contrastive)
     batch = contrastive.train_examples[:32]
     sources, replies = [e.source for e in batch], [e.reply for e in batch]
     before = mismatch_gap(start.model, sources, replies)
-    for _ in range(10):  # the same batch and start for both: only the margin term differs
-        plain.train_step(batch, total_steps=10)
-        figures = contrastive.train_step(batch, total_steps=10)
+    # The same batch and start for both: only the margin term differs.
+    figures = step_side_by_side(plain, contrastive, batch, 10)
     assert figures["ce/loss"] > figures["ce/nll"] > 0
     gap_plain = mismatch_gap(plain.model, sources, replies)
     gap_contrastive = mismatch_gap(contrastive.model, sources, replies)
@@ -687,13 +696,10 @@ def test_vocabulary_unlikelihood_trains_down_the_overused_tokens(tmp_path, comed
     vocab = make_trainer(
         tmp_path / "vocab", dataset, CrossEntropyConfig(vocab_unlikelihood=100.0, **common)
     )
-    for trainer in (plain, vocab):
-        trainer.model.load_state_dict(start.model.state_dict())
+    from_start(start, plain, vocab)
     batch = vocab.train_examples[:32]
-    figures = {}
-    for _ in range(8):  # the same batch and start for both: only the penalty differs
-        plain.train_step(batch, total_steps=8)
-        figures = vocab.train_step(batch, total_steps=8)
+    # The same batch and start for both: only the penalty differs.
+    figures = step_side_by_side(plain, vocab, batch, 8)
     assert figures["ce/unlikelihood"] > 0 and figures["ce/overuse_kl"] > 0
     assert figures["ce/loss"] > figures["ce/nll"]
     human = reply_token_counts((e.reply for e in vocab.train_examples), len(vocab.human_counts))
@@ -775,15 +781,12 @@ def test_negative_training_rides_on_the_vocabulary_unlikelihood_rows(tmp_path, c
         dataset,
         CrossEntropyConfig(**common, negative_threshold=1e-6, negative_weight=5.0),
     )
-    for trainer in (vocab, both):
-        trainer.model.load_state_dict(start.model.state_dict())
+    from_start(start, vocab, both)
     batch = both.train_examples[:32]
     sources = [e.source for e in batch]
     flagged = greedy_replies(both, sources)
-    figures = {}
-    for _ in range(5):  # the same batch and start for both: only the negative term differs
-        vocab.train_step(batch, total_steps=5)
-        figures = both.train_step(batch, total_steps=5)
+    # The same batch and start for both: only the negative term differs.
+    figures = step_side_by_side(vocab, both, batch, 5)
     assert figures["ce/negative_share"] == 1.0 and figures["ce/negative_unlikelihood"] > 0
     device = torch.device("cpu")
     nll_vocab = reference_loss(vocab.model, sources, flagged, device)["loss"]

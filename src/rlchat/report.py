@@ -16,13 +16,12 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from scipy import stats
 
 from rlchat.chatbot import Chatbot
 from rlchat.checkpoint import CheckpointError, atomic_write_bytes, atomic_write_text
 from rlchat.config import DecodeConfig
 from rlchat.runs import RunDir, RunError, read_metrics
-from rlchat.significance import normal_p_value
+from rlchat.significance import interval_variance, normal_p_value
 
 logger = logging.getLogger(__name__)
 
@@ -234,8 +233,8 @@ def p_value_of(comparison: dict[str, Any]) -> float:
     """The larger of the randomisation's and the 95% interval's p-values (see
     `rlchat.significance`). An evaluation written before the p-value took both holds the
     randomisation's alone; the interval's is recovered from the interval itself."""
-    diff, high = comparison["diff"], comparison["high"]
-    interval_p = normal_p_value(diff, ((high - diff) / stats.norm.ppf(0.975)) ** 2)
+    diff = comparison["diff"]
+    interval_p = normal_p_value(diff, interval_variance(diff, comparison["high"]))
     return max(comparison.get("p_value", 0.0), interval_p)
 
 

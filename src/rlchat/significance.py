@@ -88,9 +88,17 @@ class Comparison:
     diff: float
     low: float
     high: float
-    p_value: float  # the larger of the two below: both must reject
-    randomisation_p: float = math.nan
-    interval_p: float = math.nan
+    variance: float  # of the difference, the interval's
+    randomisation_p: float
+
+    @property
+    def interval_p(self) -> float:
+        return normal_p_value(self.diff, self.variance)
+
+    @property
+    def p_value(self) -> float:
+        """The larger of the two: a difference is called only when both tests reject."""
+        return max(self.randomisation_p, self.interval_p)
 
     def significant(self, level: float = 0.05) -> bool:
         return self.p_value < level
@@ -262,14 +270,8 @@ def compare(
         stats_a, stats_b, groupings or (clusters,), value, resamples=resamples, seed=seed
     )
     half_width = float(stats.norm.ppf(0.5 + confidence / 2) * np.sqrt(variance))
-    interval_p = normal_p_value(observed, variance)
     return Comparison(
-        observed,
-        observed - half_width,
-        observed + half_width,
-        max(p_value, interval_p),
-        randomisation_p=p_value,
-        interval_p=interval_p,
+        observed, observed - half_width, observed + half_width, variance, randomisation_p=p_value
     )
 
 
@@ -282,6 +284,11 @@ def normal_p_value(difference: float, variance: float, dof: float = math.inf) ->
     z = abs(difference) / math.sqrt(variance)
     tail = stats.norm.sf(z) if math.isinf(dof) else stats.t.sf(z, dof)
     return float(min(1.0, 2.0 * tail))
+
+
+def interval_variance(diff: float, high: float, confidence: float = 0.95) -> float:
+    """The variance behind a stored normal interval [., high] around `diff`."""
+    return ((high - diff) / stats.norm.ppf(0.5 + confidence / 2)) ** 2
 
 
 @dataclass(frozen=True)
@@ -337,8 +344,7 @@ def pooled_comparison(
         confidence=confidence,
     )
     per_draw = (draws_b - draws_a).mean(axis=1)
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
-    pairs_variance = ((pooled.high - pooled.diff) / z) ** 2
+    pairs_variance = pooled.variance
     draws_variance = float(per_draw.var(ddof=1)) / len(per_draw) if len(per_draw) > 1 else 0.0
     total = pairs_variance + draws_variance
     dof = total**2 * (len(per_draw) - 1) / draws_variance**2 if draws_variance > 0 else math.inf
