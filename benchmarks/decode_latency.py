@@ -28,7 +28,7 @@ from rlchat.chatbot import Chatbot
 from rlchat.config import MMI_DECODING, DecodeConfig, ModelConfig
 from rlchat.corpus import load_corpus
 from rlchat.decoding import generate
-from rlchat.model import Seq2Seq
+from rlchat.model import Seq2Seq, StepWeights
 from rlchat.tokenizer import SPECIAL_TOKENS
 
 STRATEGIES = {
@@ -204,6 +204,11 @@ def main() -> None:
         help="disable oneDNN kernels (on CPU their LSTM costs much more per one-step call)",
     )
     parser.add_argument(
+        "--row-major-steps",
+        action="store_true",
+        help="decode with the parameters, not their column-major copies (rlchat.model.StepWeights)",
+    )
+    parser.add_argument(
         "--backward", type=Path, help="backward run: also time MMI reranking (needs --corpus)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the inputs and weights")
@@ -216,6 +221,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.backends.mkldnn.enabled = not args.no_mkldnn
+    StepWeights.enabled = not args.row_major_steps
     rng = random.Random(args.seed)
     model, inputs, description = load_model(args, rng)
     summary = {
@@ -226,6 +232,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "mkldnn": torch.backends.mkldnn.enabled,
+        "column_major_steps": StepWeights.enabled,
         "single": {
             name: time_single(model, inputs, config, args.warmup)
             for name, config in STRATEGIES.items()

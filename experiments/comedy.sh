@@ -17,12 +17,14 @@ SEED=${SEED:-0}
 VOCAB_UL=${VOCAB_UL:-}  # --finetune-vocab-unlikelihood; unset: the quickstart's default, 0: the fifth recipe
 NEGATIVE=${NEGATIVE:-}  # --finetune-negative-threshold; unset: the quickstart's default
 SPARE=${SPARE:-}  # 1: --finetune-spare-pieces
+SELECT_TOP1=${SELECT_TOP1:-}  # --finetune-select-top1; unset: the quickstart's default
 
 started=$SECONDS
 .venv/bin/rlchat quickstart --genre comedy --corpus "$CORPUS" --minutes "$MINUTES" \
   --split-by "$SPLIT_BY" --out "$OUT" --seed "$SEED" \
   ${VOCAB_UL:+--finetune-vocab-unlikelihood "$VOCAB_UL"} \
   ${NEGATIVE:+--finetune-negative-threshold "$NEGATIVE"} ${SPARE:+--finetune-spare-pieces} \
+  ${SELECT_TOP1:+--finetune-select-top1 "$SELECT_TOP1"} \
   --no-serve --no-progress
 echo "wall time: $((SECONDS - started)) s for a budget of $MINUTES min" | tee "$OUT/wall.txt"
 echo "evaluation: $OUT/eval.json; report: $OUT/report/report.md"

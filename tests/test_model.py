@@ -124,3 +124,43 @@ def test_samples_and_references_scored_from_one_encoder_pass_match_separate_pass
         both[0], logits_of(model, [s for s in sources for _ in range(2)], samples), atol=1e-5
     )
     assert torch.allclose(both[1], logits_of(model, sources, replies), atol=1e-5)
+
+
+def step_once(model: Seq2Seq, sources) -> torch.Tensor:
+    from rlchat.batching import encode_inputs
+
+    state = model.start(*encode_inputs(sources))
+    tokens = torch.full((len(sources),), 1, dtype=torch.long)
+    log_probs, _ = model.step_log_probs(tokens, state)
+    return log_probs
+
+
+@pytest.mark.parametrize("tie_embeddings", [True, False])
+def test_decoding_without_gradient_uses_column_major_copies_with_the_same_results(
+    tie_embeddings,
+):
+    model = tiny_model(tie_embeddings=tie_embeddings, layers=2)
+    sources, _ = random_examples(8)
+    with torch.inference_mode():
+        copies = model.decoder.inference_weights()
+        fast = step_once(model, sources)
+    assert copies is not None and set(copies) == set(model.decoder.step_matrices())
+    for name, weight in model.decoder.step_matrices().items():
+        assert torch.equal(copies[name], weight)  # the same matrix ...
+        assert copies[name].t().is_contiguous() and not copies[name].is_contiguous()  # ... stored
+    with torch.enable_grad():  # with gradient: the parameters themselves
+        assert model.decoder.inference_weights() is None
+        with_parameters = step_once(model, sources)
+    torch.testing.assert_close(fast, with_parameters.detach(), atol=1e-5, rtol=0)
+
+
+def test_column_major_copies_follow_every_change_of_the_weights():
+    model = tiny_model()
+    with torch.no_grad():
+        first = model.decoder.inference_weights()["out"]
+        assert model.decoder.inference_weights()["out"] is first  # kept while nothing changes
+        model.decoder.out.weight.add_(1.0)  # as an optimiser step does
+        assert torch.equal(model.decoder.inference_weights()["out"], model.decoder.out.weight)
+        model.load_state_dict(tiny_model(hidden_size=16).state_dict())  # as a load does
+        for name, weight in model.decoder.step_matrices().items():
+            assert torch.equal(model.decoder.inference_weights()[name], weight)

@@ -162,3 +162,37 @@ def test_vocabulary_unlikelihood_reaches_the_genre_fine_tune_only(tmp_path, monk
             plan.ce_dir.name: (value, spare, negative),
             plan.backward_dir.name: (0.0, False, 0.0),
         }
+
+
+def test_top1_selection_validates_the_genre_fine_tune_often_and_changes_nothing_else(
+    tmp_path, monkeypatch
+):
+    import rlchat.train.cross_entropy as cross_entropy
+    from rlchat.config import CrossEntropyConfig
+    from rlchat.quickstart import FINETUNE_EVAL_EVERY, QuickstartPlan, train_stage
+
+    fields = ("select_top1_weight", "eval_every", "schedule", "patience")
+    seen = {}
+
+    def fake_ce(*, train_config, out, **_):
+        seen[out.name] = tuple(getattr(train_config, name) for name in fields)
+        return {}
+
+    monkeypatch.setattr(cross_entropy, "train_cross_entropy", fake_ce)
+    defaults = tuple(getattr(CrossEntropyConfig(), name) for name in fields)
+    for weight in (0.0, 1.5):
+        plan = QuickstartPlan(
+            out=tmp_path / str(weight),
+            genres=["comedy"],
+            minutes=20,
+            finetune_select_top1_weight=weight,
+        )
+        for stage in ("pretrain", "finetune", "backward"):
+            plan.stage_dirs[stage].mkdir(parents=True)
+            train_stage(plan, stage, corpus=None, minutes=1.0)
+        finetune = (weight, FINETUNE_EVAL_EVERY, "constant", 0) if weight else defaults
+        assert seen == {
+            plan.pretrain_dir.name: defaults,
+            plan.ce_dir.name: finetune,
+            plan.backward_dir.name: defaults,
+        }

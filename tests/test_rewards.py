@@ -259,10 +259,11 @@ def test_mutual_reward_needs_a_backward_model():
         RewardFunction({"mutual": 1.0}, model=tiny_model())
 
 
-def test_sequence_log_likelihood_batched_equals_one_at_a_time():
+@pytest.mark.parametrize("batch_size", [None, 7, 512])
+def test_sequence_log_likelihood_batched_equals_one_at_a_time(batch_size):
     model = tiny_model()
     sources, targets = random_pairs(20, seed=3)
-    batched = sequence_log_likelihood(model, sources, targets, "cpu", batch_size=512)
+    batched = sequence_log_likelihood(model, sources, targets, "cpu", batch_size=batch_size)
     single = torch.cat(
         [
             sequence_log_likelihood(model, [s], [t], "cpu")

@@ -791,3 +791,60 @@ def test_negative_training_rides_on_the_vocabulary_unlikelihood_rows(tmp_path, c
     device = torch.device("cpu")
     nll_vocab = reference_loss(vocab.model, sources, flagged, device)["loss"]
     assert reference_loss(both.model, sources, flagged, device)["loss"] > nll_vocab + 0.5
+
+
+def test_top1_selection_scores_validation_by_loss_plus_the_commonest_greedy_reply(tmp_path, comedy):
+    from collections import Counter
+
+    from rlchat.checkpoint import load_bundle
+
+    _, dataset = comedy
+    weight = 2.0
+    config = CrossEntropyConfig(
+        batch_size=32, max_steps=60, eval_every=20, select_top1_weight=weight
+    )
+    trainer = make_trainer(tmp_path, dataset, config)
+    trainer.fit(progress=False)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    validations = [r for r in records if "valid/loss" in r]
+    assert [r["step"] for r in validations] == [20, 40, 60]
+    for r in validations:
+        assert 0 < r["valid/top1"] <= 1
+        assert r["valid/selection_score"] == pytest.approx(
+            r["valid/loss"] + weight * r["valid/top1"]
+        )
+    # The last validation judged the last weights: its top1 is their greedy replies' own.
+    replies = greedy_replies(trainer, [e.source for e in trainer.valid_examples])
+    commonest = Counter(map(tuple, replies)).most_common(1)[0][1]
+    assert validations[-1]["valid/top1"] == pytest.approx(commonest / len(replies))
+    best = min(validations, key=lambda r: r["valid/selection_score"])
+    assert load_bundle(trainer.run.best_path).config["train_state"]["step"] == best["step"]
+    assert trainer.state.best_score == pytest.approx(best["valid/selection_score"])
+
+
+def test_best_follows_the_selection_score_while_the_schedule_follows_the_loss(tmp_path, comedy):
+    from rlchat.checkpoint import load_bundle
+
+    _, dataset = comedy
+    config = CrossEntropyConfig(
+        batch_size=32, schedule="plateau", patience=2, select_top1_weight=1.0
+    )
+    trainer = make_trainer(tmp_path, dataset, config)
+    # (loss, selection score) of four validations, and what each must leave behind:
+    # the step best/ holds, the rate's scale, whether training stops.
+    script = [
+        ((3.0, 3.5), 1, 1.0, False),  # both improve
+        ((2.9, 3.6), 1, 1.0, False),  # the loss improves, the selection does not
+        ((2.95, 3.4), 3, 0.5, False),  # the selection improves, the loss does not
+        ((2.95, 3.45), 3, 0.25, True),  # neither: the second stall in a row stops training
+    ]
+    for step, ((loss, score), best_step, lr_scale, stopped) in enumerate(script, start=1):
+        trainer.evaluate = lambda loss=loss, score=score: (
+            score,
+            {"valid/loss": loss, "valid/selection_score": score},
+        )
+        trainer.state.step = step
+        trainer.validate()
+        assert load_bundle(trainer.run.best_path).config["train_state"]["step"] == best_step
+        assert trainer.state.lr_scale == lr_scale
+        assert trainer.state.stopped_early is stopped

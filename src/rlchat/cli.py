@@ -576,6 +576,14 @@ def quickstart(
         float,
         typer.Option(min=0, max=1, help="--negative-threshold of the genre fine-tune (0 = off)."),
     ] = 0.0,
+    finetune_select_top1: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="--select-top1-weight of the genre fine-tune, validating every "
+            "30 steps (0 = best/ by loss).",
+        ),
+    ] = 0.0,
 ) -> None:
     """Corpus, CE on all genres, a fine-tune on the genre, the backward model, RL,
     evaluation and report within --minutes, then the server (RL with MMI reranking);
@@ -604,6 +612,7 @@ def quickstart(
         finetune_vocab_unlikelihood=finetune_vocab_unlikelihood,
         finetune_spare_pieces=finetune_spare_pieces,
         finetune_negative_threshold=finetune_negative_threshold,
+        finetune_select_top1_weight=finetune_select_top1,
     )
     try:
         evaluation = run_quickstart(plan, loaded)

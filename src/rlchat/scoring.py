@@ -56,12 +56,18 @@ def mean_target_log_prob(
     return sums / counts
 
 
+# Pairs scored at once. On a CPU the (tokens, V) log-softmax of 512 pairs outgrows the cache:
+# 128 scored comedy's 1,811 validation pairs 1.6x faster (1.08 s against 1.70 s, 2 threads).
+CPU_SCORING_BATCH = 128
+DEVICE_SCORING_BATCH = 512
+
+
 def target_log_likelihood(
     model: Seq2Seq,
     sources: Sequence[Sequence[int]],
     targets: Sequence[Sequence[int]],
     device: torch.device | str,
-    batch_size: int = 512,
+    batch_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Summed log p(target | source), <eos> included, and the token count, per pair: (B,) each.
 
@@ -71,6 +77,8 @@ def target_log_likelihood(
     if len(sources) != len(targets):
         raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
     device = torch.device(device)
+    if batch_size is None:
+        batch_size = CPU_SCORING_BATCH if device.type == "cpu" else DEVICE_SCORING_BATCH
     order = sorted(range(len(targets)), key=lambda i: (len(targets[i]), len(sources[i])))
     sums = torch.empty(len(targets), device=device)
     counts = torch.empty(len(targets), device=device, dtype=torch.long)
@@ -92,7 +100,7 @@ def sequence_log_likelihood(
     sources: Sequence[Sequence[int]],
     targets: Sequence[Sequence[int]],
     device: torch.device | str,
-    batch_size: int = 512,
+    batch_size: int | None = None,
 ) -> Tensor:
     """Mean per-token log p(target | source), <eos> included, for each pair -> (B,) float32."""
     sums, counts = target_log_likelihood(model, sources, targets, device, batch_size)

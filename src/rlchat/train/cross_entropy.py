@@ -362,13 +362,19 @@ class CrossEntropyTrainer(Trainer):
         """1 / reference tokens over every process's batch (times the world, as DDP averages)."""
         return self.world.size / self.world.sum(float(keep.sum()))
 
-    def greedy_replies(self, sources: list[list[int]]) -> list[list[int]]:
-        """The batch's greedy replies, as `rlchat eval` decodes a CE bot; added to the window."""
+    def decode_greedily(self, sources: list[list[int]]) -> list[list[int]]:
+        """Greedy replies, as `rlchat eval` decodes a CE bot; the model's mode is kept."""
+        was_training = self.model.training
         self.model.eval()
         src, src_lengths = (t.to(self.device) for t in encode_inputs(sources))
         with torch.no_grad(), autocast(self.device):
-            greedy = decode(self.model, src, src_lengths, self.greedy).to_lists()
-        self.model.train()
+            replies = decode(self.model, src, src_lengths, self.greedy).to_lists()
+        self.model.train(was_training)
+        return replies
+
+    def greedy_replies(self, sources: list[list[int]]) -> list[list[int]]:
+        """The batch's greedy replies, added to the window of recent ones."""
+        greedy = self.decode_greedily(sources)
         self.recent.add(greedy)
         return greedy
 
@@ -486,11 +492,27 @@ class CrossEntropyTrainer(Trainer):
         self.recent = RecentReplies(self.config.negative_window, state.get("recent_replies", []))
 
     def evaluate(self) -> tuple[float, dict[str, float]]:
+        """Validation loss; with `select_top1_weight` w, best/ is chosen by loss + w * top1."""
         result = evaluate_loss(self.model, self.valid_examples, self.device)
-        return result["loss"], {
-            "valid/loss": result["loss"],
-            "valid/perplexity": result["perplexity"],
-        }
+        score = result["loss"]
+        figures = {"valid/loss": result["loss"], "valid/perplexity": result["perplexity"]}
+        if weight := self.config.select_top1_weight:
+            figures["valid/top1"] = self.validation_top1()
+            figures["valid/selection_score"] = score = score + weight * figures["valid/top1"]
+        return score, figures
+
+    def progress_score(self, score: float, figures: dict[str, float]) -> float:
+        """The schedule and early stopping follow the loss, whatever best/ is chosen by."""
+        return figures["valid/loss"]
+
+    def validation_top1(self) -> float:
+        """Share of the commonest greedy reply to the validation inputs, decoded as
+        `rlchat eval` decodes a CE bot."""
+        seen: Counter[tuple[int, ...]] = Counter()
+        for start in range(0, len(self.valid_examples), 256):
+            sources = [e.source for e in self.valid_examples[start : start + 256]]
+            seen.update(tuple(reply) for reply in self.decode_greedily(sources))
+        return max(seen.values(), default=0) / max(1, len(self.valid_examples))
 
 
 def train_cross_entropy(

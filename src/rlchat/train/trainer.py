@@ -42,7 +42,8 @@ class TrainState:
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
-    best_score: float = math.inf  # lower is better (a loss, or minus a reward)
+    best_score: float = math.inf  # lower is better (a loss, or minus a reward): best/
+    best_progress: float = math.inf  # what the schedule and early stopping follow
     evals_without_improvement: int = 0
     lr_scale: float = 1.0
     stopped_early: bool = False
@@ -119,6 +120,11 @@ class Trainer:
     def evaluate(self) -> tuple[float, dict[str, float]]:
         """(score, figures) on validation; lower score is better."""
         raise NotImplementedError
+
+    def progress_score(self, score: float, figures: dict[str, float]) -> float:
+        """What the plateau schedule and early stopping follow (lower is better): by default
+        the score best/ is chosen by."""
+        return score
 
     def stage_state(self) -> dict[str, Any]:
         """What else a stage must keep to resume exactly (JSON); saved in each checkpoint."""
@@ -260,6 +266,9 @@ class Trainer:
         self.validated_at = self.state.step
         if improved:
             self.state.best_score = score
+        progress = self.progress_score(score, figures)
+        if progress < self.state.best_progress - 1e-4:
+            self.state.best_progress = progress
             self.state.evals_without_improvement = 0
         else:
             self.state.evals_without_improvement += 1
