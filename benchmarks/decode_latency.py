@@ -113,25 +113,37 @@ def load_model(
     return bot.model, inputs, f"run {bot.name}, corpus messages of {', '.join(bot.genres) or 'all'}"
 
 
-def time_mmi(bot: Chatbot, messages: Sequence[str], warmup: int) -> dict[str, float]:
+def time_mmi(
+    bot: Chatbot, messages: Sequence[str], warmup: int, compare_row_major: bool = False
+) -> dict[str, float]:
     """One reply at a time through the chatbot, greedy, with MMI reranking of 10 sampled
     candidates (the issue's figure) and with the served decoding when it differs, in the same
-    run: their ratios to greedy are the figures."""
+    run: their ratios to greedy are the figures. ``compare_row_major`` times each once more
+    with the parameters themselves (`StepWeights` off), interleaved with the rest."""
     served = replace(DecodeConfig(), **MMI_DECODING)
     configs = {"greedy": DecodeConfig(), "mmi 10": replace(served, candidates=10)}
     served_name = f"served (mmi {served.candidates})" if served.candidates != 10 else None
     if served_name:
         configs[served_name] = served
+    layouts = {"": StepWeights.enabled} | ({" row-major": False} if compare_row_major else {})
+    runs = {
+        name + suffix: (config, column_major)
+        for suffix, column_major in layouts.items()
+        for name, config in configs.items()
+    }
     generator = torch.Generator(device=bot.device).manual_seed(0)
-    for message in messages[:warmup]:
-        for config in configs.values():
-            bot.reply_batch([message], config=config, generator=generator)
-    times: dict[str, list[float]] = {name: [] for name in configs}
-    for message in messages:  # interleaved, so that drift in the machine's speed hits all
-        for name, config in configs.items():
-            start = time.perf_counter()
-            bot.reply_batch([message], config=config, generator=generator)
-            times[name].append((time.perf_counter() - start) * 1e3)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    try:
+        for i, message in enumerate(messages[:warmup] + list(messages)):
+            # Interleaved, so that drift in the machine's speed hits all alike.
+            for name, (config, column_major) in runs.items():
+                StepWeights.enabled = column_major
+                start = time.perf_counter()
+                bot.reply_batch([message], config=config, generator=generator)
+                if i >= warmup:
+                    times[name].append((time.perf_counter() - start) * 1e3)
+    finally:
+        StepWeights.enabled = layouts[""]
     p50 = {name: statistics.median(values) for name, values in times.items()}
     result = {
         "greedy_p50_ms": p50["greedy"],
@@ -146,6 +158,11 @@ def time_mmi(bot: Chatbot, messages: Sequence[str], warmup: int) -> dict[str, fl
             "served_p50_ms": p50[served_name],
             "served_ratio_p50": p50[served_name] / p50["greedy"],
         }
+    if compare_row_major:  # what the column-major copies buy: row-major time over theirs
+        result["row_major_over_column_major_p50"] = {
+            name: p50[f"{name} row-major"] / p50[name] for name in configs
+        }
+        result["row_major_ratio_p50"] = p50["mmi 10 row-major"] / p50["greedy row-major"]
     return result
 
 
@@ -183,6 +200,15 @@ def print_table(summary: dict) -> None:
                 f"served decoding, {mmi['served']}: p50 {mmi['served_p50_ms']:.1f} ms, "
                 f"{mmi['served_ratio_p50']:.2f}x greedy"
             )
+        if "row_major_over_column_major_p50" in mmi:
+            gains = ", ".join(
+                f"{name} {value:.2f}x"
+                for name, value in mmi["row_major_over_column_major_p50"].items()
+            )
+            print(
+                f"row-major parameters over column-major copies (p50): {gains}; MMI 10 over "
+                f"greedy with the parameters: {mmi['row_major_ratio_p50']:.2f}x"
+            )
 
 
 def main() -> None:
@@ -210,6 +236,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--backward", type=Path, help="backward run: also time MMI reranking (needs --corpus)"
+    )
+    parser.add_argument(
+        "--compare-row-major",
+        action="store_true",
+        help="with --backward: time greedy and MMI with the parameters too, interleaved",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the inputs and weights")
     parser.add_argument("--json", action="store_true", help="print JSON only")
@@ -245,7 +276,9 @@ def main() -> None:
         sources = [p.source for p in load_corpus(args.corpus).pairs(bot.genres)]
         random.Random(args.seed).shuffle(sources)
         messages = [m for m in sources if 0 < len(bot.encode_input(m)) <= SHORT_INPUT]
-        summary["mmi"] = time_mmi(bot, messages[: args.inputs], args.warmup)
+        summary["mmi"] = time_mmi(
+            bot, messages[: args.inputs], args.warmup, compare_row_major=args.compare_row_major
+        )
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
