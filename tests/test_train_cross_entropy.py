@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -848,3 +849,25 @@ def test_best_follows_the_selection_score_while_the_schedule_follows_the_loss(tm
         assert load_bundle(trainer.run.best_path).config["train_state"]["step"] == best_step
         assert trainer.state.lr_scale == lr_scale
         assert trainer.state.stopped_early is stopped
+
+
+def test_a_checkpoint_from_before_the_split_scores_resumes_with_one_score_for_both(
+    tmp_path, comedy
+):
+    import hashlib
+
+    _, dataset = comedy
+    config = CrossEntropyConfig(batch_size=32, max_steps=4, eval_every=2, checkpoint_every=4)
+    make_trainer(tmp_path, dataset, config).fit(progress=False)
+    checkpoint = max((tmp_path / "checkpoints").iterdir())
+    state_path = checkpoint / "state.json"
+    state = json.loads(state_path.read_text())
+    del state["train"]["best_progress"]  # as written before it existed
+    state_path.write_text(json.dumps(state))
+    checksums = json.loads((checkpoint / "checksums.json").read_text())
+    checksums["state.json"] = hashlib.sha256(state_path.read_bytes()).hexdigest()
+    (checkpoint / "checksums.json").write_text(json.dumps(checksums))
+    resumed = make_trainer(tmp_path, dataset, replace(config, max_steps=6))
+    assert resumed.resume()
+    assert resumed.state.step == 4
+    assert resumed.state.best_progress == resumed.state.best_score < float("inf")

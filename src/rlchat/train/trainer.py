@@ -219,7 +219,9 @@ class Trainer:
         self.optimizer.load_state_dict(
             unflatten_optimizer(bundle.state_tensors, bundle.state["optimizer"])
         )
-        self.state = TrainState(**bundle.state["train"])
+        saved = bundle.state["train"]
+        # Checkpoints from before `best_progress` followed the one score for both.
+        self.state = TrainState(**{"best_progress": saved["best_score"], **saved})
         self.load_stage_state(bundle.state.get("stage", {}))
         self.load_average(bundle.state_tensors)
         restore_rng(bundle.state_tensors, bundle.state["rng"])
