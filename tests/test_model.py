@@ -5,7 +5,7 @@ import torch
 
 from rlchat.batching import make_batch
 from rlchat.config import ModelConfig
-from rlchat.model import Seq2Seq, dropout_disabled
+from rlchat.model import Seq2Seq, StepWeights, dropout_disabled
 
 V = 40
 
@@ -142,9 +142,9 @@ def test_decoding_without_gradient_uses_column_major_copies_with_the_same_result
     model = tiny_model(tie_embeddings=tie_embeddings, layers=2)
     sources, _ = random_examples(8)
     with torch.inference_mode():
-        copies = model.decoder.inference_weights()
+        copies = warm_copies(model)
         fast = step_once(model, sources)
-    assert copies is not None and set(copies) == set(model.decoder.step_matrices())
+    assert set(copies) == set(model.decoder.step_matrices())
     for name, weight in model.decoder.step_matrices().items():
         assert torch.equal(copies[name], weight)  # the same matrix ...
         assert copies[name].t().is_contiguous() and not copies[name].is_contiguous()  # ... stored
@@ -154,13 +154,22 @@ def test_decoding_without_gradient_uses_column_major_copies_with_the_same_result
     torch.testing.assert_close(fast, with_parameters.detach(), atol=1e-5, rtol=0)
 
 
+def warm_copies(model: Seq2Seq) -> dict[str, torch.Tensor]:
+    """The copies, once the weights have been used unchanged often enough to be copied."""
+    for _ in range(StepWeights.reuses_before_copying - 1):
+        assert model.decoder.inference_weights() is None  # too new to copy
+    copies = model.decoder.inference_weights()
+    assert copies is not None
+    return copies
+
+
 def test_column_major_copies_follow_every_change_of_the_weights():
     model = tiny_model()
     with torch.no_grad():
-        first = model.decoder.inference_weights()["out"]
+        first = warm_copies(model)["out"]
         assert model.decoder.inference_weights()["out"] is first  # kept while nothing changes
-        model.decoder.out.weight.add_(1.0)  # as an optimiser step does
-        assert torch.equal(model.decoder.inference_weights()["out"], model.decoder.out.weight)
+        model.decoder.out.weight.add_(1.0)  # as an optimiser step does: the parameters again
+        assert torch.equal(warm_copies(model)["out"], model.decoder.out.weight)
         model.load_state_dict(tiny_model(hidden_size=16).state_dict())  # as a load does
-        for name, weight in model.decoder.step_matrices().items():
-            assert torch.equal(model.decoder.inference_weights()[name], weight)
+        for name, weight in warm_copies(model).items():
+            assert torch.equal(weight, model.decoder.step_matrices()[name])
