@@ -30,8 +30,8 @@ from rlchat.dataset import prepare_dataset
 
 
 def fine_tune(args: argparse.Namespace) -> None:
-    if (args.out / "done.json").exists():
-        return
+    if (args.out / "checkpoints" / f"step-{args.steps:08d}").is_dir():
+        return  # trained already: judge its checkpoints again
     subprocess.run(["rm", "-rf", str(args.out)], check=True)
     rlchat = str(Path(sys.executable).with_name("rlchat"))
     command = [
