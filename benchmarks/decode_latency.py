@@ -249,6 +249,8 @@ def main() -> None:
         parser.error("--corpus needs --run: the run's tokenizer encodes the messages")
     if args.backward is not None and args.corpus is None:
         parser.error("--backward needs --run and --corpus: MMI reranks replies to real messages")
+    if args.compare_row_major and args.backward is None:
+        parser.error("--compare-row-major needs --backward: it compares MMI's replies")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.backends.mkldnn.enabled = not args.no_mkldnn

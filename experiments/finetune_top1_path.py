@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from rlchat.chatbot import Chatbot
+from rlchat.checkpoint import atomic_write_text
 from rlchat.config import DecodeConfig
 from rlchat.corpus import load_corpus
 from rlchat.dataset import prepare_dataset
@@ -95,7 +96,7 @@ def main() -> None:
         rows.append(row)
     if args.json:
         summary = {"init": str(args.init), "seed": args.seed, "pairs": len(valid), "path": rows}
-        args.json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

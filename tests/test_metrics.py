@@ -179,3 +179,11 @@ def test_a_reply_with_a_word_no_training_line_holds_is_flagged():
     assert has_unknown_word("i don't finisheding.", known)
     assert has_unknown_word("'nsed", known)  # a fragment glued to an apostrophe
     assert not has_unknown_word("", known)
+
+
+def test_commonest_share_counts_whole_token_sequences():
+    from rlchat.metrics import commonest_share
+
+    assert commonest_share([[1, 2], [1, 2], [3], [1]]) == 0.5  # [1] is not [1, 2]
+    assert commonest_share([[4]]) == 1.0
+    assert commonest_share([]) == 0.0

@@ -19,6 +19,7 @@ from rich.text import Text
 from rlchat import __version__
 from rlchat.cli_options import config_options
 from rlchat.config import (
+    FINETUNE_EVAL_EVERY,
     FINETUNE_VOCAB_UNLIKELIHOOD,
     CrossEntropyConfig,
     DataConfig,
@@ -581,7 +582,7 @@ def quickstart(
         typer.Option(
             min=0,
             help="--select-top1-weight of the genre fine-tune, validating every "
-            "30 steps (0 = best/ by loss).",
+            f"{FINETUNE_EVAL_EVERY} steps (0 = best/ by loss).",
         ),
     ] = 0.0,
 ) -> None:

@@ -216,6 +216,13 @@ def distinct_value(totals: np.ndarray) -> np.ndarray:
     return (totals > 0.5).sum(axis=1) / np.maximum(totals.sum(axis=1), 1e-300)
 
 
+def commonest_share(replies: Sequence[Sequence[int]]) -> float:
+    """The commonest reply's share of token-id replies: training's validation top1 (the
+    evaluation's, `top1_value`, counts canonical texts)."""
+    counts = Counter(tuple(reply) for reply in replies)
+    return max(counts.values(), default=0) / max(1, len(replies))
+
+
 def top1_value(totals: np.ndarray) -> np.ndarray:
     """Figure of reply count vectors: the commonest reply's share."""
     totals = np.asarray(totals)

@@ -160,7 +160,7 @@ class StepWeights:
     thread); at one row they are level, at 64 rows 20% apart, at 320 level again. The copies
     are rebuilt whenever a weight changes (an optimiser step, a load), so they never go stale.
     They are made only for weights used `reuses_before_copying` times unchanged: training
-    decodes a batch (some 40 products) and then changes every weight, and copying at each
+    decodes a batch (some 20 steps) and then changes every weight, and copying at each
     step cost SCST more than the copies saved it (0.327 of CE's speed against 0.335).
     """
 
@@ -244,12 +244,14 @@ class Decoder(nn.Module):
             return None
         return self.step_weights.of(self.step_matrices())
 
-    def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
-        """One decoding step for a batch: tokens (B,) -> attentional (B, H), next state."""
+    def step(
+        self, tokens: Tensor, state: DecoderState, weights: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, DecoderState]:
+        """One decoding step for a batch: tokens (B,) -> attentional (B, H), next state;
+        ``weights`` from `inference_weights` (None: the parameters)."""
         x = self.dropout(self.embedding(tokens))  # (B, E)
         if self.input_feeding:
             x = torch.cat([x, state.feed], dim=-1)  # (B, E + H)
-        weights = self.inference_weights()
         output, hidden = self.lstm_step(x, state.hidden, weights)  # (B, H)
         attentional = self.attend(output.unsqueeze(1), state, weights).squeeze(1)  # (B, H)
         next_state = DecoderState(
@@ -330,8 +332,9 @@ class Seq2Seq(nn.Module):
 
     def step_log_probs(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """Log-probabilities of the next token: tokens (B,) -> (B, V), next state."""
-        attentional, state = self.decoder.step(tokens, state)
-        logits = self.decoder.logits(attentional, self.decoder.inference_weights())
+        weights = self.decoder.inference_weights()
+        attentional, state = self.decoder.step(tokens, state, weights)
+        logits = self.decoder.logits(attentional, weights)
         return torch.log_softmax(logits.float(), dim=-1), state
 
     def forward(
@@ -401,8 +404,9 @@ class Seq2Seq(nn.Module):
         tokens = tgt_in[:, 0]
         all_logits = []
         for t in range(T):
-            attentional, state = self.decoder.step(tokens, state)
-            logits = self.decoder.logits(attentional, self.decoder.inference_weights())  # (B, V)
+            weights = self.decoder.inference_weights()
+            attentional, state = self.decoder.step(tokens, state, weights)
+            logits = self.decoder.logits(attentional, weights)  # (B, V)
             all_logits.append(logits)
             if t + 1 < T:
                 gold = tgt_in[:, t + 1]

@@ -25,6 +25,7 @@ from typing import Any
 
 from rlchat.checkpoint import CheckpointError, atomic_write_text, verify_bundle
 from rlchat.config import (
+    FINETUNE_EVAL_EVERY,
     FINETUNE_VOCAB_UNLIKELIHOOD,
     MMI_DECODING,
     CrossEntropyConfig,
@@ -58,9 +59,6 @@ STAGE_SETUP_MINUTES = 0.25  # a stage's data preparation, before its trainer's c
 # ended with comedy validation perplexity 65-69, at 5e-4 at 56 in two seeds, at 2.5e-4 at 56
 # too (experiments/dull_ce_sweep.py, docs/experiments.md).
 FINETUNE_LR = 5e-4
-# Steps between the genre fine-tune's validations when best/ is chosen by top1 as well: greedy
-# CE's commonest reply moved by up to 0.19 of validation inputs in 30 steps (330 in all).
-FINETUNE_EVAL_EVERY = 30
 
 
 @dataclass

@@ -28,6 +28,7 @@ from rlchat.config import (
 from rlchat.corpus import Corpus
 from rlchat.dataset import Example, prepare_dataset
 from rlchat.decoding import decode
+from rlchat.metrics import commonest_share
 from rlchat.model import Seq2Seq, count_parameters
 from rlchat.runs import RunDir, RunError, autocast, pick_device
 from rlchat.scoring import reference_loss
@@ -508,11 +509,11 @@ class CrossEntropyTrainer(Trainer):
     def validation_top1(self) -> float:
         """Share of the commonest greedy reply to the validation inputs, decoded as
         `rlchat eval` decodes a CE bot."""
-        seen: Counter[tuple[int, ...]] = Counter()
+        replies = []
         for start in range(0, len(self.valid_examples), 256):
             sources = [e.source for e in self.valid_examples[start : start + 256]]
-            seen.update(tuple(reply) for reply in self.decode_greedily(sources))
-        return max(seen.values(), default=0) / max(1, len(self.valid_examples))
+            replies += self.decode_greedily(sources)
+        return commonest_share(replies)
 
 
 def train_cross_entropy(

@@ -15,7 +15,7 @@ import contextlib
 import copy
 import logging
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from rlchat.corpus import Corpus
 from rlchat.dataset import Example, prepare_dataset
 from rlchat.decoding import DecodeResult, SelfCriticalSampling, decode
 from rlchat.decoding.base import length_mask
+from rlchat.metrics import commonest_share
 from rlchat.model import Seq2Seq, dropout_disabled
 from rlchat.rewards import RewardFunction, parse_reward_spec, word_bleu2
 from rlchat.runs import RunDir, RunError, autocast, pick_device
@@ -248,7 +249,7 @@ class SCSTTrainer(Trainer):
         ``select_by`` names: BLEU-2 by default, not the reward the run maximises."""
         self.model.eval()
         rewards, bleus, parts_sum = [], [], defaultdict(float)
-        replies_seen: Counter[tuple[int, ...]] = Counter()
+        all_replies: list[list[int]] = []
         for start in range(0, len(self.valid_examples), 256):
             chunk = self.valid_examples[start : start + 256]
             sources = [e.source for e in chunk]
@@ -258,7 +259,7 @@ class SCSTTrainer(Trainer):
                 replies = decode(self.model, src, src_lengths, self.greedy).to_lists()
             reward, parts = self.reward(replies, sources, references)
             rewards.append(reward)
-            replies_seen.update(tuple(reply) for reply in replies)
+            all_replies.extend(replies)
             bleus.extend(word_bleu2(replies, references, self.tokenizer))
             for name, values in parts.items():
                 parts_sum[name] += float(values.sum())
@@ -267,7 +268,7 @@ class SCSTTrainer(Trainer):
         figures = {
             "valid/reward": mean_reward,
             "valid/bleu2": math.fsum(bleus) / n,
-            "valid/top1": max(replies_seen.values(), default=0) / n,
+            "valid/top1": commonest_share(all_replies),
             **{f"valid/reward_{name}": total / n for name, total in parts_sum.items()},
         }
         chosen = figures["valid/bleu2"] if self.config.select_by == "bleu2" else mean_reward
