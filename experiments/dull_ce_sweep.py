@@ -93,6 +93,16 @@ SETTINGS: dict[str, list[str]] = {
         )
         for suffix, seed in (("", []), ("-repeat", ["--seed", "1"]))
     },
+    # Weights 10 and 30 decoding a share of each batch only, to win back fine-tune steps.
+    **{
+        f"vocab-ul-{weight}-share-{share}-lr-5e-4{suffix}": [
+            *["--lr", "5e-4", "--vocab-unlikelihood", weight],
+            *["--vocab-unlikelihood-share", share, *seed],
+        ]
+        for weight in ("10", "30")
+        for share in ("0.25", "0.5")
+        for suffix, seed in (("", []), ("-repeat", ["--seed", "1"]))
+    },
 }
 SHOWN = ("bleu2", "top1", "unique", "distinct2", "length", "perplexity", "dull_rate")
 

@@ -749,6 +749,32 @@ def test_vocabulary_unlikelihood_is_not_combined_with_other_row_options(tmp_path
         make_trainer(tmp_path, dataset, CrossEntropyConfig(vocab_unlikelihood_spare_pieces=True))
 
 
+def test_vocabulary_unlikelihood_decodes_only_its_share_of_each_batch(tmp_path, comedy):
+    _, dataset = comedy
+    start = confident_start(tmp_path, dataset)
+    common = {"batch_size": 32, "warmup_steps": 1, "lr": 1e-3, "vocab_unlikelihood": 100.0}
+    whole = make_trainer(tmp_path / "whole", dataset, CrossEntropyConfig(**common))
+    quarter = make_trainer(
+        tmp_path / "quarter",
+        dataset,
+        CrossEntropyConfig(**common, negative_window=16, vocab_unlikelihood_share=0.25),
+    )
+    from_start(start, whole, quarter)
+    batch = quarter.train_examples[:32]
+    sources = [e.source for e in batch]
+    expected = greedy_replies(quarter, sources[:8])
+    first = quarter.train_step(batch, total_steps=2)
+    # The window holds the greedy replies of the batch's first quarter, as the model said them
+    # before the step; nothing is penalised until it is full.
+    assert quarter.recent.to_json() == expected and first["ce/unlikelihood"] == 0
+    second = quarter.train_step(batch, total_steps=2)
+    assert len(quarter.recent.replies) == 16 and second["ce/unlikelihood"] > 0
+    assert quarter.greedy_rows(32) == 8 and quarter.greedy_rows(3) == 1
+    assert whole.greedy_rows(32) == 32
+    with pytest.raises(RunError, match="needs --vocab-unlikelihood"):
+        make_trainer(tmp_path / "bad", dataset, CrossEntropyConfig(vocab_unlikelihood_share=0.5))
+
+
 def test_spared_pieces_are_never_priced_by_vocabulary_unlikelihood(tmp_path, comedy):
     import numpy as np
 

@@ -284,6 +284,8 @@ def check_compatible(config: CrossEntropyConfig) -> None:
     chosen = [flag for name, flag in ROW_OPTIONS.items() if getattr(config, name)]
     if config.vocab_unlikelihood_spare_pieces and not config.vocab_unlikelihood:
         raise RunError("--vocab-unlikelihood-spare-pieces needs --vocab-unlikelihood")
+    if config.vocab_unlikelihood_share < 1 and not config.vocab_unlikelihood:
+        raise RunError("--vocab-unlikelihood-share needs --vocab-unlikelihood")
     if len(chosen) > 1 and not set(chosen) <= SHARE_ROWS:
         raise RunError(f"{' and '.join(chosen)} cannot be combined")
     if config.word_dropout and chosen:
@@ -416,10 +418,12 @@ class CrossEntropyTrainer(Trainer):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy on the batch plus the weighted unlikelihood of the tokens its greedy
         replies overuse, both from one forward pass (appended rows). Penalised only once the
-        window of greedy replies is full, so the first batches are not judged on a handful."""
-        greedy = self.greedy_replies(sources)
+        window of greedy replies is full, so the first batches are not judged on a handful.
+        Only the first `vocab_unlikelihood_share` of the (shuffled) batch is decoded."""
+        decoded = sources[: self.greedy_rows(len(sources))]
+        greedy = self.greedy_replies(decoded)
         weights = torch.tensor(self.overuse_weights(), dtype=torch.float32)
-        batch = make_batch(sources + sources, replies + greedy).to(self.device)
+        batch = make_batch(sources + decoded, replies + greedy).to(self.device)
         logits = self.teacher_forced_logits(batch)  # (N, V), row-major over tgt_mask
         gold = batch.tgt_out[batch.tgt_mask]
         row_of_token = batch.tgt_mask.nonzero()[:, 0]
@@ -446,8 +450,12 @@ class CrossEntropyTrainer(Trainer):
             negative_ul = unlikelihood(logits[negative], gold[negative]) * scale
             loss = loss + self.config.negative_weight * negative_ul
             figures["ce/negative_unlikelihood"] = negative_ul.item()
-            figures["ce/negative_share"] = sum(frequent) / max(1, len(sources))
+            figures["ce/negative_share"] = sum(frequent) / max(1, len(greedy))
         return loss, {"ce/loss": loss.item(), **figures}
+
+    def greedy_rows(self, batch_size: int) -> int:
+        """How many rows of a batch vocabulary unlikelihood decodes: at least one."""
+        return max(1, round(self.config.vocab_unlikelihood_share * batch_size))
 
     def overuse_weights(self) -> np.ndarray:
         """Each token's weight in vocabulary unlikelihood over the window of greedy replies
