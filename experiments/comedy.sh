@@ -17,6 +17,8 @@ SEED=${SEED:-0}
 VOCAB_UL=${VOCAB_UL:-}  # --finetune-vocab-unlikelihood; unset: the quickstart's default, 0: the fifth recipe
 NEGATIVE=${NEGATIVE:-}  # --finetune-negative-threshold; unset: the quickstart's default
 SPARE=${SPARE:-}  # 1: --finetune-spare-pieces
+VUL_SHARE=${VUL_SHARE:-}  # --finetune-vocab-unlikelihood-share; unset: the quickstart's default
+PREFIX_UL=${PREFIX_UL:-}  # --finetune-prefix-unlikelihood; unset: the quickstart's default
 SELECT_TOP1=${SELECT_TOP1:-}  # --finetune-select-top1; unset: the quickstart's default
 
 started=$SECONDS
@@ -25,6 +27,8 @@ started=$SECONDS
   ${VOCAB_UL:+--finetune-vocab-unlikelihood "$VOCAB_UL"} \
   ${NEGATIVE:+--finetune-negative-threshold "$NEGATIVE"} ${SPARE:+--finetune-spare-pieces} \
   ${SELECT_TOP1:+--finetune-select-top1 "$SELECT_TOP1"} \
+  ${VUL_SHARE:+--finetune-vocab-unlikelihood-share "$VUL_SHARE"} \
+  ${PREFIX_UL:+--finetune-prefix-unlikelihood "$PREFIX_UL"} \
   --no-serve --no-progress
 echo "wall time: $((SECONDS - started)) s for a budget of $MINUTES min" | tee "$OUT/wall.txt"
 echo "evaluation: $OUT/eval.json; report: $OUT/report/report.md"

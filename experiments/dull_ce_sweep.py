@@ -103,6 +103,25 @@ SETTINGS: dict[str, list[str]] = {
         for share in ("0.25", "0.5")
         for suffix, seed in (("", []), ("-repeat", ["--seed", "1"]))
     },
+    # Prefix unlikelihood (how replies begin), alone and on top of vocabulary unlikelihood 10.
+    **{
+        f"prefix-ul-{weight}{variant}-lr-5e-4{suffix}": [
+            *["--lr", "5e-4", "--prefix-unlikelihood", weight, *extra, *seed]
+        ]
+        for weight in ("3", "10", "30")
+        for variant, extra in (("", []), ("-vocab-ul-10", ["--vocab-unlikelihood", "10"]))
+        for suffix, seed in (("", []), ("-repeat", ["--seed", "1"]))
+    },
+    # A shorter window of greedy replies: the penalty then follows the model with less delay.
+    **{
+        f"vocab-ul-{weight}-window-{window}-lr-5e-4{suffix}": [
+            *["--lr", "5e-4", "--vocab-unlikelihood", weight],
+            *["--negative-window", window, *seed],
+        ]
+        for weight in ("10", "30")
+        for window in ("250",)
+        for suffix, seed in (("", []), ("-repeat", ["--seed", "1"]))
+    },
 }
 SHOWN = ("bleu2", "top1", "unique", "distinct2", "length", "perplexity", "dull_rate")
 

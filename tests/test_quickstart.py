@@ -141,11 +141,14 @@ def test_vocabulary_unlikelihood_reaches_the_genre_fine_tune_only(tmp_path, monk
             train_config.vocab_unlikelihood,
             train_config.vocab_unlikelihood_spare_pieces,
             train_config.negative_threshold,
+            train_config.vocab_unlikelihood_share,
+            train_config.prefix_unlikelihood,
         )
         return {}
 
     monkeypatch.setattr(cross_entropy, "train_cross_entropy", fake_ce)
-    for value, spare, negative in ((0.0, False, 0.0), (10.0, True, 0.05)):
+    cases = ((0.0, False, 0.0, 1.0, 0.0), (10.0, True, 0.05, 0.25, 3.0))
+    for value, spare, negative, share, prefix in cases:
         plan = QuickstartPlan(
             out=tmp_path / str(value),
             genres=["comedy"],
@@ -153,14 +156,16 @@ def test_vocabulary_unlikelihood_reaches_the_genre_fine_tune_only(tmp_path, monk
             finetune_vocab_unlikelihood=value,
             finetune_spare_pieces=spare,
             finetune_negative_threshold=negative,
+            finetune_vocab_unlikelihood_share=share,
+            finetune_prefix_unlikelihood=prefix,
         )
         for stage in ("pretrain", "finetune", "backward"):
             plan.stage_dirs[stage].mkdir(parents=True)
             train_stage(plan, stage, corpus=None, minutes=1.0)
         assert weights == {
-            plan.pretrain_dir.name: (0.0, False, 0.0),
-            plan.ce_dir.name: (value, spare, negative),
-            plan.backward_dir.name: (0.0, False, 0.0),
+            plan.pretrain_dir.name: (0.0, False, 0.0, 1.0, 0.0),
+            plan.ce_dir.name: (value, spare, negative, share, prefix),
+            plan.backward_dir.name: (0.0, False, 0.0, 1.0, 0.0),
         }
 
 

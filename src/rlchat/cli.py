@@ -577,6 +577,16 @@ def quickstart(
         float,
         typer.Option(min=0, max=1, help="--negative-threshold of the genre fine-tune (0 = off)."),
     ] = 0.0,
+    finetune_vocab_unlikelihood_share: Annotated[
+        float,
+        typer.Option(
+            min=0.01, max=1, help="--vocab-unlikelihood-share of the genre fine-tune."
+        ),
+    ] = 1.0,
+    finetune_prefix_unlikelihood: Annotated[
+        float,
+        typer.Option(min=0, help="--prefix-unlikelihood of the genre fine-tune (0 = off)."),
+    ] = 0.0,
     finetune_select_top1: Annotated[
         float,
         typer.Option(
@@ -613,6 +623,8 @@ def quickstart(
         finetune_vocab_unlikelihood=finetune_vocab_unlikelihood,
         finetune_spare_pieces=finetune_spare_pieces,
         finetune_negative_threshold=finetune_negative_threshold,
+        finetune_vocab_unlikelihood_share=finetune_vocab_unlikelihood_share,
+        finetune_prefix_unlikelihood=finetune_prefix_unlikelihood,
         finetune_select_top1_weight=finetune_select_top1,
     )
     try:

@@ -74,6 +74,10 @@ class QuickstartPlan:
     # pieces spared or not, and negative training on its greedy rows (0 = off).
     finetune_vocab_unlikelihood: float = FINETUNE_VOCAB_UNLIKELIHOOD
     finetune_spare_pieces: bool = False
+    # The share of each fine-tune batch that vocabulary unlikelihood decodes greedily, and
+    # prefix unlikelihood on the same rows (0 = off).
+    finetune_vocab_unlikelihood_share: float = 1.0
+    finetune_prefix_unlikelihood: float = 0.0
     finetune_negative_threshold: float = 0.0
     # best/ of the genre fine-tune chosen by validation loss + this x greedy top1, validating
     # every FINETUNE_EVAL_EVERY steps (0 = by the loss of its last step alone).
@@ -243,6 +247,12 @@ def finetune_options(plan: QuickstartPlan) -> dict[str, Any]:
     options: dict[str, Any] = {
         "vocab_unlikelihood": plan.finetune_vocab_unlikelihood,
         "vocab_unlikelihood_spare_pieces": plan.finetune_spare_pieces,
+        "prefix_unlikelihood": plan.finetune_prefix_unlikelihood,
+        "vocab_unlikelihood_share": (
+            plan.finetune_vocab_unlikelihood_share
+            if plan.finetune_vocab_unlikelihood or plan.finetune_prefix_unlikelihood
+            else 1.0
+        ),
         "negative_threshold": plan.finetune_negative_threshold,
     }
     if plan.finetune_select_top1_weight:

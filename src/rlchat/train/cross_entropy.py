@@ -140,6 +140,42 @@ def overuse_weights(generated: np.ndarray, human: np.ndarray) -> np.ndarray:
     return weights
 
 
+def prefix_counts(replies: Iterable[Sequence[int]], longest: int) -> Counter[tuple[int, ...]]:
+    """How many replies begin with each prefix of 1..`longest` target tokens, <eos> included."""
+    counts: Counter[tuple[int, ...]] = Counter()
+    for reply in replies:
+        target = (*reply, EOS_ID)
+        counts.update(target[:k] for k in range(1, min(longest, len(target)) + 1))
+    return counts
+
+
+def overused_prefixes(
+    generated: Counter[tuple[int, ...]],
+    generated_replies: int,
+    human: Counter[tuple[int, ...]],
+    human_replies: int,
+) -> dict[tuple[int, ...], float]:
+    """p_g log(p_g / p_h) for each prefix that greedy replies begin with more often than
+    people's do, each p the share of replies beginning so; a beginning people never use is
+    priced as if used once."""
+    weights = {}
+    for prefix, count in generated.items():
+        p_g = count / max(generated_replies, 1)
+        p_h = max(human[prefix], 1) / max(human_replies, 1)
+        if p_g > p_h:
+            weights[prefix] = p_g * float(np.log(p_g / p_h))
+    return weights
+
+
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum(values * weights) over the positions of positive weight, per such position; 0 when
+    none is."""
+    priced = weights > 0
+    if not priced.any():
+        return values.new_zeros((), dtype=torch.float32)
+    return (values[priced] * weights[priced]).sum() / priced.sum()
+
+
 def drop_words(batch: Batch, rate: float) -> Batch:
     """The batch with each reply token of the decoder's input (never <bos>) replaced by <unk>
     with probability `rate`, drawn from torch's global generator (saved with checkpoints, so
@@ -273,19 +309,27 @@ ROW_OPTIONS = {
     "negative_threshold": "--negative-threshold",
     "contrastive_weight": "--contrastive-weight",
     "vocab_unlikelihood": "--vocab-unlikelihood",
+    "prefix_unlikelihood": "--prefix-unlikelihood",
 }
 
 
 # Both decode the batch greedily and score those rows: one pass serves them together.
-SHARE_ROWS = frozenset({"--negative-threshold", "--vocab-unlikelihood"})
+SHARE_ROWS = frozenset({"--negative-threshold", "--vocab-unlikelihood", "--prefix-unlikelihood"})
+
+
+def uses_greedy_rows(config: CrossEntropyConfig) -> bool:
+    """Whether each step decodes (a share of) its batch greedily and prices what it says."""
+    return bool(config.vocab_unlikelihood or config.prefix_unlikelihood)
 
 
 def check_compatible(config: CrossEntropyConfig) -> None:
     chosen = [flag for name, flag in ROW_OPTIONS.items() if getattr(config, name)]
     if config.vocab_unlikelihood_spare_pieces and not config.vocab_unlikelihood:
         raise RunError("--vocab-unlikelihood-spare-pieces needs --vocab-unlikelihood")
-    if config.vocab_unlikelihood_share < 1 and not config.vocab_unlikelihood:
-        raise RunError("--vocab-unlikelihood-share needs --vocab-unlikelihood")
+    if config.vocab_unlikelihood_share < 1 and not uses_greedy_rows(config):
+        raise RunError(
+            "--vocab-unlikelihood-share needs --vocab-unlikelihood or --prefix-unlikelihood"
+        )
     if len(chosen) > 1 and not set(chosen) <= SHARE_ROWS:
         raise RunError(f"{' and '.join(chosen)} cannot be combined")
     if config.word_dropout and chosen:
@@ -313,9 +357,11 @@ class CrossEntropyTrainer(Trainer):
         self.recent = RecentReplies(self.config.negative_window)
         self.human_counts: np.ndarray | None = None  # vocabulary unlikelihood's reference
         self.spared: np.ndarray | None = None  # the pieces vocabulary unlikelihood leaves be
-        if self.config.vocab_unlikelihood:
-            replies = (e.reply for e in self.train_examples)
+        self.human_prefixes: Counter[tuple[int, ...]] = Counter()  # prefix unlikelihood's
+        if uses_greedy_rows(self.config):
+            replies = [e.reply for e in self.train_examples]
             self.human_counts = reply_token_counts(replies, self.model.config.vocab_size)
+            self.human_prefixes = prefix_counts(replies, self.config.prefix_tokens)
         if self.config.vocab_unlikelihood_spare_pieces:
             pieces = ChatTokenizer.from_json(self.tokenizer_json).continues_word()
             self.spared = np.asarray(pieces, dtype=bool)
@@ -325,7 +371,7 @@ class CrossEntropyTrainer(Trainer):
         sources, replies = [e.source for e in examples], [e.reply for e in examples]
         if self.config.contrastive_weight:
             return self.loss_with_mismatched(sources, replies)
-        if self.config.vocab_unlikelihood:
+        if uses_greedy_rows(self.config):
             return self.loss_with_overused_tokens(sources, replies)
         if not self.config.negative_threshold:
             batch = drop_words(make_batch(sources, replies), self.config.word_dropout)
@@ -426,16 +472,12 @@ class CrossEntropyTrainer(Trainer):
         batch = make_batch(sources + decoded, replies + greedy).to(self.device)
         logits = self.teacher_forced_logits(batch)  # (N, V), row-major over tgt_mask
         gold = batch.tgt_out[batch.tgt_mask]
-        row_of_token = batch.tgt_mask.nonzero()[:, 0]
+        row_of_token, position = batch.tgt_mask.nonzero().unbind(1)
         said = row_of_token >= len(sources)  # (N,) the greedy rows
         scale = self.per_reference_token(~said)
         ce = self.gold_cross_entropy(logits, gold, ~said) * scale
-        weight = weights.to(self.device)[gold[said]]
-        penalised = weight > 0
-        ul = logits.new_zeros((), dtype=torch.float32)
-        if penalised.any():
-            per_token = unlikelihood_per_token(logits[said][penalised], gold[said][penalised])
-            ul = (per_token * weight[penalised]).sum() / penalised.sum()
+        per_token = unlikelihood_per_token(logits[said], gold[said])  # (M,)
+        ul = weighted_mean(per_token, weights.to(self.device)[gold[said]])
         loss = ce + self.config.vocab_unlikelihood * ul
         figures = {
             "ce/nll": ce.item(),
@@ -443,6 +485,13 @@ class CrossEntropyTrainer(Trainer):
             "ce/overuse_kl": float(weights.sum()),
             "ce/greedy_top1": self.recent.top_share(),
         }
+        if self.config.prefix_unlikelihood:
+            rows = (row_of_token[said] - len(sources)).tolist()
+            prefix_weight = self.prefix_weights(greedy, rows, position[said].tolist())
+            prefix_ul = weighted_mean(per_token, prefix_weight.to(self.device))
+            loss = loss + self.config.prefix_unlikelihood * prefix_ul
+            figures["ce/prefix_unlikelihood"] = prefix_ul.item()
+            figures["ce/prefix_share"] = float((prefix_weight > 0).float().mean())
         if self.config.negative_threshold:  # the same greedy rows, whole replies trained down
             frequent = [self.recent.is_frequent(r, self.config.negative_threshold) for r in greedy]
             rows = torch.tensor([False] * len(sources) + frequent, device=self.device)
@@ -452,6 +501,29 @@ class CrossEntropyTrainer(Trainer):
             figures["ce/negative_unlikelihood"] = negative_ul.item()
             figures["ce/negative_share"] = sum(frequent) / max(1, len(greedy))
         return loss, {"ce/loss": loss.item(), **figures}
+
+    def prefix_weights(
+        self, greedy: list[list[int]], rows: list[int], positions: list[int]
+    ) -> torch.Tensor:
+        """Prefix unlikelihood's weight at each greedy target position (M,): that of the
+        beginning its token completes, 0 past `prefix_tokens` and until the window is full."""
+        if not self.recent.is_full():
+            return torch.zeros(len(rows))
+        longest = self.config.prefix_tokens
+        overused = overused_prefixes(
+            prefix_counts(self.recent.replies, longest),
+            len(self.recent.replies),
+            self.human_prefixes,
+            len(self.train_examples),
+        )
+        targets = [(*reply, EOS_ID) for reply in greedy]
+        return torch.tensor(
+            [
+                overused.get(targets[row][: t + 1], 0.0) if t < longest else 0.0
+                for row, t in zip(rows, positions, strict=True)
+            ],
+            dtype=torch.float32,
+        )
 
     def greedy_rows(self, batch_size: int) -> int:
         """How many rows of a batch vocabulary unlikelihood decodes: at least one."""
@@ -494,7 +566,7 @@ class CrossEntropyTrainer(Trainer):
         }
 
     def stage_state(self) -> dict[str, Any]:
-        counted = self.config.negative_threshold or self.config.vocab_unlikelihood
+        counted = self.config.negative_threshold or uses_greedy_rows(self.config)
         return {"recent_replies": self.recent.to_json()} if counted else {}
 
     def load_stage_state(self, state: dict[str, Any]) -> None:
