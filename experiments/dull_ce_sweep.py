@@ -112,6 +112,14 @@ SETTINGS: dict[str, list[str]] = {
         for variant, extra in (("", []), ("-vocab-ul-10", ["--vocab-unlikelihood", "10"]))
         for suffix, seed in (("", []), ("-repeat", ["--seed", "1"]))
     },
+    # A moving average of the weights over the swing that vocabulary unlikelihood 10 causes.
+    **{
+        f"vocab-ul-10-ema-{decay}-lr-5e-4{suffix}": [
+            *["--lr", "5e-4", "--vocab-unlikelihood", "10", "--ema-decay", decay, *seed]
+        ]
+        for decay in ("0.99", "0.995")
+        for suffix, seed in (("", []), ("-repeat", ["--seed", "1"]))
+    },
     # A shorter window of greedy replies: the penalty then follows the model with less delay.
     **{
         f"vocab-ul-{weight}-window-{window}-lr-5e-4{suffix}": [

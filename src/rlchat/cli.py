@@ -579,9 +579,7 @@ def quickstart(
     ] = 0.0,
     finetune_vocab_unlikelihood_share: Annotated[
         float,
-        typer.Option(
-            min=0.01, max=1, help="--vocab-unlikelihood-share of the genre fine-tune."
-        ),
+        typer.Option(min=0.01, max=1, help="--vocab-unlikelihood-share of the genre fine-tune."),
     ] = 1.0,
     finetune_prefix_unlikelihood: Annotated[
         float,
