@@ -63,6 +63,42 @@ def test_whole_sequence_decoder_equals_the_step_by_step_decoder():
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("attention", ["dot", "general"])
+def test_packed_decoder_gradients_equal_the_step_by_step_decoders(attention):
+    model = tiny_model(attention=attention, layers=2).train()
+    sources, replies = random_examples(6, seed=3)
+    batch = make_batch(sources, replies)
+    gold = batch.tgt_out[batch.tgt_mask]
+
+    def gradients(logits_fn) -> list[torch.Tensor]:
+        model.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits_fn(), gold)
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    fast = gradients(lambda: model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_mask))
+    slow = gradients(
+        lambda: model._stepwise_logits(
+            batch.tgt_in, batch.tgt_mask, model.start(batch.src, batch.src_lengths), 1.0, None
+        )
+    )
+    assert len(fast) == len(slow) > 0
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_skipping_the_padding_changes_no_logit(monkeypatch):
+    from rlchat.model import Decoder
+
+    model = tiny_model(layers=2)
+    sources, replies = random_examples(8, seed=4)
+    packed = logits_of(model, sources, replies)
+    monkeypatch.setattr(Decoder, "skip_padding", False)
+    padded = logits_of(model, sources, replies)
+    assert packed.shape == padded.shape
+    torch.testing.assert_close(packed, padded, rtol=1e-5, atol=1e-5)
+
+
 def test_scheduled_sampling_feeds_predictions_and_is_seeded():
     model = tiny_model()
     sources, replies = random_examples(8, seed=3)

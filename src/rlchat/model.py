@@ -61,16 +61,27 @@ class LuongAttention(nn.Module):
         elif score != "dot":
             raise ValueError(f"unknown attention score {score!r}; use dot, general or concat")
 
-    def forward(self, query: Tensor, memory: Tensor, memory_mask: Tensor) -> Tensor:
+    def forward(
+        self, query: Tensor, memory: Tensor, memory_mask: Tensor, query_mask: Tensor | None = None
+    ) -> Tensor:
         """Context vectors for every query.
 
         query (B, T, H), memory (B, S, H), memory_mask (B, S) true on real tokens -> (B, T, H).
+        With ``query_mask`` (B, T) the "general" projection is computed at its true positions
+        only (the others' contexts are then meaningless).
         """
         if self.score == "dot":
             scores = torch.bmm(query, memory.transpose(1, 2))  # (B, T, S)
         elif self.score == "general":
             # h_t^T W_a h_s computed as (W_a^T h_t)^T h_s: one projection of the T queries.
-            scores = torch.bmm(query @ self.W_a.weight, memory.transpose(1, 2))  # (B, T, S)
+            if query_mask is None:
+                projected = query @ self.W_a.weight
+            else:
+                at = query_mask.unsqueeze(-1)
+                projected = torch.zeros_like(query).masked_scatter(
+                    at, query[query_mask] @ self.W_a.weight
+                )
+            scores = torch.bmm(projected, memory.transpose(1, 2))  # (B, T, S)
         else:
             B, T, H = query.shape
             S = memory.size(1)
@@ -184,6 +195,9 @@ class StepWeights:
 
 
 class Decoder(nn.Module):
+    # False: the teacher-forced pass computes the padding too (benchmarks compare both).
+    skip_padding = True
+
     def __init__(self, config: ModelConfig, embedding: nn.Embedding) -> None:
         super().__init__()
         self.step_weights = StepWeights()
@@ -215,6 +229,19 @@ class Decoder(nn.Module):
         context = self.attention(outputs, state.memory, state.memory_mask)
         W_c = self.W_c.weight if weights is None else weights["W_c"]
         return torch.tanh(F.linear(torch.cat([context, outputs], dim=-1), W_c))
+
+    def attend_at(
+        self,
+        outputs: Tensor,
+        mask: Tensor,
+        state: DecoderState,
+        weights: dict[str, Tensor] | None = None,
+    ) -> Tensor:
+        """Attentional vectors (N, H) at the true positions of ``mask`` (B, T), row-major, for
+        decoder outputs (B, T, H): the projections skip the padding."""
+        context = self.attention(outputs, state.memory, state.memory_mask, query_mask=mask)
+        W_c = self.W_c.weight if weights is None else weights["W_c"]
+        return torch.tanh(F.linear(torch.cat([context[mask], outputs[mask]], dim=-1), W_c))
 
     def logits(self, attentional: Tensor, weights: dict[str, Tensor] | None = None) -> Tensor:
         """Output layer: (..., H) -> (..., V)."""
@@ -296,16 +323,30 @@ class Decoder(nn.Module):
         return x, (torch.stack(new_h), torch.stack(new_c))
 
     def teacher_forced(
-        self, tgt_in: Tensor, state: DecoderState, weights: dict[str, Tensor] | None = None
+        self,
+        tgt_in: Tensor,
+        tgt_mask: Tensor,
+        state: DecoderState,
+        weights: dict[str, Tensor] | None = None,
     ) -> Tensor:
-        """The whole target at once (no input feeding): tgt_in (B, T) -> attentional (B, T, H).
+        """The whole target at once (no input feeding): tgt_in (B, T), tgt_mask (B, T) true
+        on each row's leading real positions -> attentional (N, H) at those, row-major.
 
         One LSTM call over all T steps is far faster than T calls; it is exact because
-        padding sits after the real tokens and the recurrence only looks back.
+        padding sits after the real tokens and the recurrence only looks back. The LSTM runs
+        on packed rows and the projections at the real positions only: RL's samples are
+        padded to the longest of a hundred or more (8 target tokens on average, 21 padded),
+        and computing the padding was most of the work.
         """
         x = self.dropout(self.embedding(tgt_in))  # (B, T, E)
-        outputs, _ = self.lstm(x, state.hidden)  # (B, T, H)
-        return self.attend(outputs, state, weights)
+        if not Decoder.skip_padding:
+            outputs, _ = self.lstm(x, state.hidden)  # (B, T, H)
+            return self.attend(outputs, state, weights)[tgt_mask]
+        lengths = tgt_mask.sum(1).clamp(min=1).cpu()  # an empty row runs one masked step
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        outputs, _ = self.lstm(packed, state.hidden)
+        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=tgt_in.size(1))
+        return self.attend_at(outputs, tgt_mask, state, weights)  # (N, H)
 
 
 class Seq2Seq(nn.Module):
@@ -388,8 +429,8 @@ class Seq2Seq(nn.Module):
         if self.config.input_feeding:
             return self._stepwise_logits(tgt_in, tgt_mask, state, 1.0, None)
         weights = self.decoder.inference_weights()
-        attentional = self.decoder.teacher_forced(tgt_in, state, weights)  # (B, T, H)
-        return self.decoder.logits(attentional[tgt_mask], weights)  # (N, V)
+        attentional = self.decoder.teacher_forced(tgt_in, tgt_mask, state, weights)  # (N, H)
+        return self.decoder.logits(attentional, weights)  # (N, V)
 
     def _stepwise_logits(
         self,
