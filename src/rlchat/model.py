@@ -336,7 +336,7 @@ class Decoder(nn.Module):
         padding sits after the real tokens and the recurrence only looks back. The LSTM runs
         on packed rows and the projections at the real positions only: RL's samples are
         padded to the longest of a hundred or more (8 target tokens on average, 21 padded),
-        and computing the padding was most of the work.
+        so most positions of the padded pass were padding.
         """
         x = self.dropout(self.embedding(tgt_in))  # (B, T, E)
         if not Decoder.skip_padding:
