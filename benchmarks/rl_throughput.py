@@ -163,8 +163,9 @@ def main() -> None:
             step_start = time.perf_counter()
             rl.train_step([train[j] for j in indices], total_steps=len(batches))
             synchronize(device)
-            by_mode[Decoder.skip_padding][0] += time.perf_counter() - step_start
-            by_mode[Decoder.skip_padding][1] += len(indices) if start is not None else 0
+            if start is not None:
+                by_mode[Decoder.skip_padding][0] += time.perf_counter() - step_start
+                by_mode[Decoder.skip_padding][1] += len(indices)
             pairs += len(indices)
             steps += 1
             if start is not None and time.perf_counter() - start >= args.seconds:

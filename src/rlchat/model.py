@@ -77,9 +77,8 @@ class LuongAttention(nn.Module):
             if query_mask is None:
                 projected = query @ self.W_a.weight
             else:
-                at = query_mask.unsqueeze(-1)
                 projected = torch.zeros_like(query).masked_scatter(
-                    at, query[query_mask] @ self.W_a.weight
+                    query_mask.unsqueeze(-1), query[query_mask] @ self.W_a.weight
                 )
             scores = torch.bmm(projected, memory.transpose(1, 2))  # (B, T, S)
         else:
@@ -121,6 +120,20 @@ class DecoderState:
         )
 
 
+def packed_lstm(
+    lstm: nn.LSTM,
+    x: Tensor,
+    lengths: Tensor,
+    hidden: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """A batch-first LSTM over the first ``lengths`` (B,) positions of each row of x (B, T, In)
+    only: outputs (B, T, H), zero on the padding, and the final state of each row."""
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    outputs, final = lstm(packed, hidden)
+    outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=x.size(1))
+    return outputs, final
+
+
 class Encoder(nn.Module):
     def __init__(self, config: ModelConfig, embedding: nn.Embedding) -> None:
         super().__init__()
@@ -143,11 +156,7 @@ class Encoder(nn.Module):
         """src (B, S) padded ids, src_lengths (B,) on CPU or device."""
         embedded = self.dropout(self.embedding(src))  # (B, S, E)
         # Packing keeps padding out of the recurrence: a batch equals its examples run alone.
-        packed = pack_padded_sequence(
-            embedded, src_lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
-        outputs, (h, c) = self.lstm(packed)
-        memory, _ = pad_packed_sequence(outputs, batch_first=True, total_length=src.size(1))
+        memory, (h, c) = packed_lstm(self.lstm, embedded, src_lengths)
         if self.bidirectional:
             # (2 * layers, B, H/2) -> (layers, B, H): join the two directions of each layer.
             h = torch.cat([h[0::2], h[1::2]], dim=-1)
@@ -223,25 +232,20 @@ class Decoder(nn.Module):
             self.out = nn.Linear(H, config.vocab_size)
 
     def attend(
-        self, outputs: Tensor, state: DecoderState, weights: dict[str, Tensor] | None = None
-    ) -> Tensor:
-        """Attentional vectors h~ for decoder outputs (B, T, H) -> (B, T, H)."""
-        context = self.attention(outputs, state.memory, state.memory_mask)
-        W_c = self.W_c.weight if weights is None else weights["W_c"]
-        return torch.tanh(F.linear(torch.cat([context, outputs], dim=-1), W_c))
-
-    def attend_at(
         self,
         outputs: Tensor,
-        mask: Tensor,
         state: DecoderState,
         weights: dict[str, Tensor] | None = None,
+        mask: Tensor | None = None,
     ) -> Tensor:
-        """Attentional vectors (N, H) at the true positions of ``mask`` (B, T), row-major, for
-        decoder outputs (B, T, H): the projections skip the padding."""
+        """Attentional vectors h~ for decoder outputs (B, T, H) -> (B, T, H); with ``mask``
+        (B, T), at its true positions only, row-major -> (N, H), the projections skipping
+        the padding."""
         context = self.attention(outputs, state.memory, state.memory_mask, query_mask=mask)
+        if mask is not None:
+            context, outputs = context[mask], outputs[mask]
         W_c = self.W_c.weight if weights is None else weights["W_c"]
-        return torch.tanh(F.linear(torch.cat([context[mask], outputs[mask]], dim=-1), W_c))
+        return torch.tanh(F.linear(torch.cat([context, outputs], dim=-1), W_c))
 
     def logits(self, attentional: Tensor, weights: dict[str, Tensor] | None = None) -> Tensor:
         """Output layer: (..., H) -> (..., V)."""
@@ -342,11 +346,9 @@ class Decoder(nn.Module):
         if not Decoder.skip_padding:
             outputs, _ = self.lstm(x, state.hidden)  # (B, T, H)
             return self.attend(outputs, state, weights)[tgt_mask]
-        lengths = tgt_mask.sum(1).clamp(min=1).cpu()  # an empty row runs one masked step
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        outputs, _ = self.lstm(packed, state.hidden)
-        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=tgt_in.size(1))
-        return self.attend_at(outputs, tgt_mask, state, weights)  # (N, H)
+        lengths = tgt_mask.sum(1).clamp(min=1)  # an empty row runs one masked step
+        outputs, _ = packed_lstm(self.lstm, x, lengths, state.hidden)  # (B, T, H)
+        return self.attend(outputs, state, weights, mask=tgt_mask)  # (N, H)
 
 
 class Seq2Seq(nn.Module):

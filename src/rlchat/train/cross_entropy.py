@@ -128,12 +128,18 @@ class RecentReplies:
         return len(self.replies) == self.replies.maxlen
 
 
-def overuse_weights(generated: np.ndarray, human: np.ndarray) -> np.ndarray:
+def overuse_weights(
+    generated: np.ndarray,
+    human: np.ndarray,
+    generated_total: float | None = None,
+    human_total: float | None = None,
+) -> np.ndarray:
     """Each token's term of KL(generated || human), p_g log(p_g / p_h), where greedy replies
-    say it more often than people do, else 0 (V,) from two count vectors (V,). A token people
-    never say (specials, <unk>) is priced as if said once."""
-    p_g = generated / max(generated.sum(), 1.0)
-    p_h = np.maximum(human, 1.0) / max(human.sum(), 1.0)
+    say it more often than people do, else 0 (V,) from two count vectors (V,), each p its
+    count over the total (by default the counts' sum). A token people never say (specials,
+    <unk>) is priced as if said once."""
+    p_g = generated / max(generated.sum() if generated_total is None else generated_total, 1.0)
+    p_h = np.maximum(human, 1.0) / max(human.sum() if human_total is None else human_total, 1.0)
     overused = p_g > p_h
     weights = np.zeros_like(p_g)
     weights[overused] = p_g[overused] * np.log(p_g[overused] / p_h[overused])
@@ -155,16 +161,16 @@ def overused_prefixes(
     human: Counter[tuple[int, ...]],
     human_replies: int,
 ) -> dict[tuple[int, ...], float]:
-    """p_g log(p_g / p_h) for each prefix that greedy replies begin with more often than
-    people's do, each p the share of replies beginning so; a beginning people never use is
-    priced as if used once."""
-    weights = {}
-    for prefix, count in generated.items():
-        p_g = count / max(generated_replies, 1)
-        p_h = max(human[prefix], 1) / max(human_replies, 1)
-        if p_g > p_h:
-            weights[prefix] = p_g * float(np.log(p_g / p_h))
-    return weights
+    """`overuse_weights` of each prefix that greedy replies begin with more often than
+    people's do, each p the share of replies beginning so."""
+    prefixes = list(generated)
+    weights = overuse_weights(
+        np.array([generated[p] for p in prefixes], dtype=np.float64),
+        np.array([human[p] for p in prefixes], dtype=np.float64),
+        generated_replies,
+        human_replies,
+    )
+    return {p: float(w) for p, w in zip(prefixes, weights, strict=True) if w > 0}
 
 
 def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -361,7 +367,8 @@ class CrossEntropyTrainer(Trainer):
         if uses_greedy_rows(self.config):
             replies = [e.reply for e in self.train_examples]
             self.human_counts = reply_token_counts(replies, self.model.config.vocab_size)
-            self.human_prefixes = prefix_counts(replies, self.config.prefix_tokens)
+            if self.config.prefix_unlikelihood:
+                self.human_prefixes = prefix_counts(replies, self.config.prefix_tokens)
         if self.config.vocab_unlikelihood_spare_pieces:
             pieces = ChatTokenizer.from_json(self.tokenizer_json).continues_word()
             self.spared = np.asarray(pieces, dtype=bool)
