@@ -130,6 +130,18 @@ SETTINGS: dict[str, list[str]] = {
         for window in ("250",)
         for suffix, seed in (("", []), ("-repeat", ["--seed", "1"]))
     },
+    # Distilling the MMI-reranked bot (the --teacher run with --teacher-backward) into the
+    # fine-tune: a share of comedy's replies become the teacher's, with and without
+    # vocabulary unlikelihood 10 on top.
+    **{
+        f"distil-{share}{variant}-lr-5e-4{suffix}": [
+            *["--lr", "5e-4", "--distil-teacher", "TEACHER", "--distil-backward", "BACKWARD"],
+            *["--distil-share", share, *extra, *seed],
+        ]
+        for share in ("0.25", "0.5", "1")
+        for variant, extra in (("", []), ("-vocab-ul-10", ["--vocab-unlikelihood", "10"]))
+        for suffix, seed in (("", []), ("-repeat", ["--seed", "1"]))
+    },
 }
 SHOWN = ("bleu2", "top1", "unique", "distinct2", "length", "perplexity", "dull_rate")
 
@@ -149,11 +161,15 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=1000, help="validation pairs (seeded)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--teacher", type=Path, help="the distil- settings' teacher run")
+    parser.add_argument("--teacher-backward", type=Path, help="the teacher's backward run")
     args = parser.parse_args()
     names = args.only or list(SETTINGS)
     runs = {}
     for name in names:
-        flags = ["--init", str(args.init), "--genre", args.genre, *SETTINGS[name]]
+        placeholders = {"TEACHER": str(args.teacher), "BACKWARD": str(args.teacher_backward)}
+        setting = [placeholders.get(flag, flag) for flag in SETTINGS[name]]
+        flags = ["--init", str(args.init), "--genre", args.genre, *setting]
         # Steps instead of minutes: a run beside other work then does the same training.
         minutes = args.minutes
         if args.steps:

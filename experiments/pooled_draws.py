@@ -44,6 +44,7 @@ from rlchat.evaluation import (
     text_result,
 )
 from rlchat.quickstart import EVAL_BASELINES, SERVED, QuickstartPlan, served_decoding
+from rlchat.report import is_significant
 from rlchat.significance import pooled_comparison
 
 POOLED = ("bleu2", "length", "dull_rate", "stock_rate", "repetition_rate", "nonword_rate")
@@ -163,7 +164,7 @@ def main() -> None:
     print("| B − A | figure | pooled | pairs alone | per draw |")
     print("|---|---|---|---|---|")
     for row in rows:
-        mark = " *" if row["low"] > 0 or row["high"] < 0 else ""
+        mark = " *" if (row["low"] > 0 or row["high"] < 0) and is_significant(row) else ""
         draws_text = ", ".join(f"{d:+.4f}" for d in row["per_draw"])
         print(
             f"| {row['run']} − {row['baseline']} | {row['metric']} | {row['diff']:+.4f} "

@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from rlchat.report import is_significant
+
 CE, RL, SERVED = "ce", "rl", "rl+mmi"
 # Figures of the replies alone that no reward is trained on, higher better unless listed.
 NO_REWARD = ("top1", "unique", "entropy", "distinct1", "distinct2", "dull_rate", "selfplay_turns")
@@ -41,8 +43,11 @@ def comparison(result: dict, run: str, baseline: str, metric: str) -> dict | Non
 
 
 def better_clear_of_zero(row: dict | None, metric: str) -> bool:
-    """The run beats the baseline with the interval excluding zero."""
-    if row is None:
+    """The run beats the baseline significantly: the interval excludes zero and the
+    p-value (the larger of the randomisation's and the interval's) is under 0.05, as the
+    evaluation calls a difference. The interval alone is not enough: an interval just clear
+    of zero can stand beside a randomisation p of 0.13."""
+    if row is None or not is_significant(row):
         return False
     return row["high"] < 0 if metric in LOWER_IS_BETTER else row["low"] > 0
 
@@ -50,8 +55,10 @@ def better_clear_of_zero(row: dict | None, metric: str) -> bool:
 def interval(row: dict | None) -> str:
     if row is None:
         return "—"
-    mark = " *" if row["low"] > 0 or row["high"] < 0 else ""
-    return f"{row['diff']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}]{mark}"
+    mark = " *" if (row["low"] > 0 or row["high"] < 0) and is_significant(row) else ""
+    return (
+        f"{row['diff']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}]{mark} (p {row['p_value']:.3f})"
+    )
 
 
 def worse_than(result: dict, run: str, baseline: str) -> list[str]:
@@ -61,7 +68,9 @@ def worse_than(result: dict, run: str, baseline: str) -> list[str]:
         for row in result["comparisons"]
         if (row["run"], row["baseline"], row["group"]) == (run, baseline, "all")
         and row["metric"] not in NO_DIRECTION
-        and better_clear_of_zero({**row, "low": -row["high"], "high": -row["low"]}, row["metric"])
+        and better_clear_of_zero(
+            {**row, "diff": -row["diff"], "low": -row["high"], "high": -row["low"]}, row["metric"]
+        )
     ]
 
 

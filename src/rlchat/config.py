@@ -301,6 +301,25 @@ class CrossEntropyConfig(LoopConfig):
             "max": 1,
         },
     )
+    # Sequence-level distillation (`rlchat.train.distillation`): the teacher's MMI-reranked
+    # replies (served decoding, with its backward model) replace the human reply of a share of
+    # the training pairs, so greedy decoding says what reranking chose. Decoding them is part
+    # of the run's --max-minutes.
+    distil_teacher: str = field(
+        default="",
+        metadata={"help": "a CE run whose MMI-reranked replies become training targets"},
+    )
+    distil_backward: str = field(
+        default="", metadata={"help": "the backward run the distillation teacher reranks with"}
+    )
+    distil_share: float = field(
+        default=0.5,
+        metadata={
+            "help": "share of training pairs whose reply the teacher's replaces",
+            "min": 0,
+            "max": 1,
+        },
+    )
     # Mismatched inputs, MMI at training time: each reply is also scored after another row's
     # input, and max(0, m - (l(r|s) - l(r|s'))) on per-token mean log-probs asks it to fit its
     # own input by m nats a token more. A reply that fits any input cannot meet the margin and

@@ -33,6 +33,7 @@ from rlchat.model import Seq2Seq, count_parameters
 from rlchat.runs import RunDir, RunError, autocast, pick_device
 from rlchat.scoring import reference_loss
 from rlchat.tokenizer import BOS_ID, EOS_ID, PAD_ID, SEP_ID, UNK_ID, ChatTokenizer
+from rlchat.train.distillation import distilled_examples, teacher_replies
 from rlchat.train.distributed import SINGLE, World, device_for, init_world
 from rlchat.train.loop import check_writable, seed_everything
 from rlchat.train.trainer import Trainer
@@ -338,6 +339,8 @@ def check_compatible(config: CrossEntropyConfig) -> None:
         )
     if len(chosen) > 1 and not set(chosen) <= SHARE_ROWS:
         raise RunError(f"{' and '.join(chosen)} cannot be combined")
+    if bool(config.distil_teacher) != bool(config.distil_backward):
+        raise RunError("--distil-teacher and --distil-backward go together")
     if config.word_dropout and chosen:
         raise RunError(
             f"--word-dropout cannot be combined with {chosen[0]}: its extra rows score whole "
@@ -603,6 +606,29 @@ class CrossEntropyTrainer(Trainer):
         return commonest_share(replies)
 
 
+def with_teacher_replies(
+    run: RunDir,
+    train: list[Example],
+    data_config: DataConfig,
+    config: CrossEntropyConfig,
+    tokenizer_json: str,
+    device: torch.device,
+    world: World,
+    progress: bool,
+) -> tuple[list[Example], CrossEntropyConfig]:
+    """The training examples with the distillation teacher's replies, and the config with
+    the minutes decoding them took taken off the budget."""
+    if data_config.direction != "forward":
+        raise RunError("--distil-teacher trains a forward model; drop --direction backward")
+    if world.size > 1:
+        raise RunError("--distil-teacher runs in one process; launch it without torchrun")
+    check_compatible(config)
+    teacher = teacher_replies(run.path, train, config, tokenizer_json, device, progress)
+    if teacher.seconds and config.max_minutes:
+        config = replace(config, max_minutes=max(0.1, config.max_minutes - teacher.seconds / 60))
+    return distilled_examples(train, teacher), config
+
+
 def train_cross_entropy(
     *,
     out: Path,
@@ -686,6 +712,11 @@ def train_cross_entropy(
             len(dataset.splits["train"].examples),
             train_config.max_reply_count,
         )
+    if train_config.distil_teacher:
+        train, train_config = with_teacher_replies(
+            run, train, data_config, train_config, dataset.tokenizer.to_json(), torch_device,
+            world, progress,
+        )  # fmt: skip
     seed_everything(train_config.seed)
     model = Seq2Seq(model_config)
     if start_weights is not None:
