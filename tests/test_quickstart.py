@@ -18,7 +18,7 @@ def spend(minutes: float, reserve: float, pretrain_used: float = 1.0) -> dict[st
 
 @pytest.mark.parametrize("minutes", [5, 20, 60])
 def test_stage_budgets_and_the_evaluation_reserve_sum_to_the_minutes(minutes):
-    reserve = eval_plan(minutes, pairs_per_s=300, test_pairs=3500).minutes
+    reserve = eval_plan(minutes, seconds_per_pair=0.04, test_pairs=3500).minutes
     budgets = spend(minutes, reserve)
     assert sum(budgets.values()) + reserve == pytest.approx(minutes)
     shares = {stage: budget / (minutes - reserve) for stage, budget in budgets.items()}
@@ -38,17 +38,17 @@ def test_a_stage_that_ends_early_hands_its_time_to_the_later_ones():
 
 
 def test_the_evaluation_reserve_grows_on_a_slower_machine_up_to_a_cap():
-    fast = eval_plan(20, pairs_per_s=600, test_pairs=3500)
-    slow = eval_plan(20, pairs_per_s=300, test_pairs=3500)
+    fast = eval_plan(20, seconds_per_pair=0.02, test_pairs=3500)
+    slow = eval_plan(20, seconds_per_pair=0.04, test_pairs=3500)
     assert fast.max_pairs == slow.max_pairs == 0  # both evaluate every test pair
     assert slow.minutes == pytest.approx(2 * fast.minutes)
     # Far slower: the reserve stops at its cap and a share of the pairs is evaluated, sized
     # so that the estimated cost fits.
-    crawling = eval_plan(20, pairs_per_s=20, test_pairs=3500)
+    crawling = eval_plan(20, seconds_per_pair=0.5, test_pairs=3500)
     assert crawling.minutes == pytest.approx(EVAL_RESERVE_CAP * 20)
     assert 0 < crawling.max_pairs < 3500
-    assert eval_plan(20, pairs_per_s=10, test_pairs=3500).max_pairs < crawling.max_pairs
-    assert eval_plan(20, pairs_per_s=None, test_pairs=3500).minutes > 0
+    assert eval_plan(20, seconds_per_pair=1.0, test_pairs=3500).max_pairs < crawling.max_pairs
+    assert eval_plan(20, seconds_per_pair=None, test_pairs=3500).minutes > 0
 
 
 def test_no_budget_is_negative_past_the_deadline():
@@ -61,7 +61,7 @@ def test_the_evaluation_reserve_counts_the_test_pairs_evaluation_will_see(tmp_pa
     from rlchat.config import DataConfig, TokenizerConfig
     from rlchat.corpus import load_corpus
     from rlchat.dataset import prepare_dataset
-    from rlchat.quickstart import QuickstartPlan, count_test_pairs
+    from rlchat.quickstart import QuickstartPlan, genre_splits
     from rlchat.runs import RunDir
     from rlchat.tokenizer import train_tokenizer
 
@@ -71,12 +71,47 @@ def test_the_evaluation_reserve_counts_the_test_pairs_evaluation_will_see(tmp_pa
     tokenizer = train_tokenizer(texts, TokenizerConfig(vocab_size=500))
     plan.pretrain_dir.mkdir()
     tokenizer.save(RunDir(plan.pretrain_dir).tokenizer_path)
-    counted = count_test_pairs(plan, corpus)
+    counted = len(genre_splits(plan, corpus)["test"].examples)
     data = DataConfig(genres=["comedy"], split_by="movie")
     expected = prepare_dataset(corpus, data, TokenizerConfig(), tokenizer=tokenizer)
     assert counted == len(expected.splits["test"].examples)
     # Fewer than the raw share of pairs the first guess takes: the filters drop some.
     assert 0 < counted < len(corpus.pairs(["comedy"])) * data.test_fraction
+
+
+def test_the_evaluation_cost_is_timed_on_this_machines_decoding(tmp_path, corpus_dir, monkeypatch):
+    import time
+
+    from helpers.tiny_run import train_tiny_run
+    from rlchat.chatbot import Chatbot
+    from rlchat.corpus import load_corpus
+    from rlchat.quickstart import EVAL_COST_PER_DECODE, QuickstartPlan, measure_eval_cost
+
+    corpus = load_corpus(corpus_dir)
+    plan = QuickstartPlan(out=tmp_path, genres=["comedy"], minutes=20)
+    train_tiny_run(plan.pretrain_dir, corpus)
+    decoded = []
+    original = Chatbot.reply_batch
+
+    def reply_batch(self, messages, histories=None, config=None, generator=None):
+        decoded.append((len(messages), config.rerank))
+        return original(self, messages, histories, config, generator)
+
+    monkeypatch.setattr(Chatbot, "reply_batch", reply_batch)
+    seconds, test_pairs = measure_eval_cost(plan, corpus)
+    # A warm-up, then greedy and the served MMI (reranked by the stand-in backward model).
+    assert decoded[1:] == [(128, "none"), (128, "mmi")]
+    assert seconds > 0 and test_pairs > 1000
+    # A 20 ms pause in every batch shows in the cost: it is timed, not assumed.
+
+    def slow_reply_batch(self, messages, histories=None, config=None, generator=None):
+        time.sleep(0.02)
+        return original(self, messages, histories, config, generator)
+
+    monkeypatch.setattr(Chatbot, "reply_batch", slow_reply_batch)
+    slower, _ = measure_eval_cost(plan, corpus)
+    pause = EVAL_COST_PER_DECODE * (2 * 0.02 + 0.02) / 128
+    assert slower > pause
 
 
 def test_every_stage_trains_with_the_plans_seed_and_keeps_the_split(tmp_path, monkeypatch):

@@ -44,12 +44,15 @@ DONE_FILE = "done.json"
 # Shares of the training time. Pretraining learns the language from every genre; the genre
 # fine-tune and the backward model need little; RL sharpens what the fine-tune says.
 SHARES = {"pretrain": 0.45, "finetune": 0.12, "backward": 0.13, "rl": 0.30}
-# Evaluation costs about as much as training on this many pairs per test pair: CE, RL, RL +
-# MMI over 10 candidates, both baselines and the tests took 15.5-19.3 pairs' worth in three
-# comedy runs (1.8-2.6 min for 3,512 test pairs at 406-539 pairs/s); 22 leaves a margin, more
-# since the served MMI decodes 5 candidates. The
-# reserve is computed from the training speed of this machine, never a fixed time.
-EVAL_COST_PAIRS = 22.0
+# Evaluation decodes each test pair three times: greedily for CE and for RL, and by the
+# served MMI. The rest (perplexity, self-play, baselines, the tests) cost a steady multiple of
+# that: on the slowest machine seen (seed 14's draw, a 2-core EPYC) evaluation took 39.7 ms a
+# test pair where those three decodes, timed as `decode_seconds_per_pair` times them, took
+# 24.0 ms (1.65x); 2 leaves a margin. The cost is measured on this machine, not derived from
+# its training speed: the two are not in one ratio across machines (evaluation cost 8.3
+# training pairs' worth a test pair on that EPYC, 15.5-19.3 on others).
+EVAL_COST_PER_DECODE = 2.0
+DECODE_PROBE_INPUTS = 128  # validation inputs the decoding cost is timed on
 EVAL_RESERVE_FLOOR = 0.05  # share of the budget kept for evaluation, at least
 # At most this share goes to evaluation: on a slower machine it evaluates a seeded subset of
 # the test pairs sized to fit, rather than eat the training time or overrun the deadline.
@@ -142,17 +145,35 @@ class EvalPlan:
     max_pairs: int  # test pairs evaluated (0 = all)
 
 
-def eval_plan(minutes: float, pairs_per_s: float | None, test_pairs: int) -> EvalPlan:
+def eval_plan(minutes: float, seconds_per_pair: float | None, test_pairs: int) -> EvalPlan:
     """How much of the budget evaluation gets, and on how many test pairs: all of them when
-    their estimated cost (from the measured training speed) fits under the cap, else the
-    share of them that does. Before the speed is known, the cap is kept."""
+    their estimated cost (`seconds_per_pair`, measured on this machine) fits under the cap,
+    else the share of them that does. Before the cost is known, the cap is kept."""
     cap = EVAL_RESERVE_CAP * minutes
-    if not pairs_per_s or pairs_per_s <= 0:
+    if not seconds_per_pair or seconds_per_pair <= 0:
         return EvalPlan(cap, 0)
-    needed = EVAL_COST_PAIRS * test_pairs / pairs_per_s / 60
+    needed = seconds_per_pair * test_pairs / 60
     if needed <= cap:
         return EvalPlan(max(EVAL_RESERVE_FLOOR * minutes, needed), 0)
     return EvalPlan(cap, max(1, int(test_pairs * cap / needed)))
+
+
+def decode_seconds_per_pair(bot: Any, messages: list[str]) -> float:
+    """Seconds the evaluation's decoding of one test pair takes on this machine: the greedy
+    reply twice (CE and RL) and the served MMI reply, timed on `messages` after a warm-up.
+    `bot` must have a backward model; the pretrained model can stand in for it."""
+    import torch
+
+    generator = torch.Generator(device=bot.device).manual_seed(0)
+    greedy, served = DecodeConfig(), served_decoding()
+    bot.reply_batch(messages[:16], config=served, generator=generator)  # warm-up
+    started = time.perf_counter()
+    bot.reply_batch(messages, config=greedy)
+    greedy_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    bot.reply_batch(messages, config=served, generator=generator)
+    served_seconds = time.perf_counter() - started
+    return (2 * greedy_seconds + served_seconds) / max(1, len(messages))
 
 
 # --------------------------------------------------------------------------- stages
@@ -334,16 +355,31 @@ STAGE_TITLES = {
 }
 
 
-def count_test_pairs(plan: QuickstartPlan, corpus: Corpus) -> int:
-    """The genre's test pairs as evaluation will see them: encoded by the pretraining's
-    tokenizer and filtered (a third fewer than the raw pairs on comedy)."""
+def genre_splits(plan: QuickstartPlan, corpus: Corpus) -> Any:
+    """The genre's pairs as evaluation will see them: encoded by the pretraining's tokenizer
+    and filtered (a third fewer test pairs than the raw ones on comedy)."""
     from rlchat.dataset import prepare_dataset
     from rlchat.tokenizer import ChatTokenizer
 
     tokenizer = ChatTokenizer.load(RunDir(plan.pretrain_dir).tokenizer_path)
     data = DataConfig(genres=plan.genres, split_by=plan.split_by)
-    dataset = prepare_dataset(corpus, data, TokenizerConfig(), tokenizer=tokenizer)
-    return len(dataset.splits["test"].examples)
+    return prepare_dataset(corpus, data, TokenizerConfig(), tokenizer=tokenizer).splits
+
+
+def measure_eval_cost(plan: QuickstartPlan, corpus: Corpus) -> tuple[float, int]:
+    """(seconds evaluation will take per test pair on this machine, test pairs), timed with
+    the pretrained model: the fine-tunes and the backward model have its shape, so it
+    decodes at their speed, and it stands in for the backward model too."""
+    from rlchat.chatbot import Chatbot
+    from rlchat.dataset import seeded_sample
+
+    splits = genre_splits(plan, corpus)
+    valid = splits["valid"].examples
+    rows = seeded_sample(len(valid), DECODE_PROBE_INPUTS, plan.seed)
+    bot = Chatbot.load(plan.pretrain_dir, device=plan.device)
+    bot.backward, bot.backward_shares_vocabulary = bot, True  # the same shape and vocabulary
+    seconds = decode_seconds_per_pair(bot, [valid[row].pair.source for row in rows])
+    return EVAL_COST_PER_DECODE * seconds, len(splits["test"].examples)
 
 
 def run_quickstart(plan: QuickstartPlan, corpus: Corpus) -> dict[str, Any]:
@@ -369,16 +405,20 @@ def run_quickstart(plan: QuickstartPlan, corpus: Corpus) -> dict[str, Any]:
                 lambda stage=stage, minutes=minutes: train_stage(plan, stage, corpus, minutes),
             )
         if stage == "pretrain":
-            # This machine's training speed and the test pairs as evaluation will see them
+            # This machine's decoding speed and the test pairs as evaluation will see them
             # size the evaluation that must still fit.
-            pairs_per_s = read_done(path).get("pairs_per_s")
-            test_pairs = count_test_pairs(plan, corpus)
-            evaluation = eval_plan(plan.minutes, pairs_per_s, test_pairs)
+            seconds_per_pair, test_pairs = measure_eval_cost(plan, corpus)
+            evaluation = eval_plan(plan.minutes, seconds_per_pair, test_pairs)
+            logger.info(
+                "evaluation: about %.0f ms a test pair on this machine; %.1f min kept for it",
+                1000 * seconds_per_pair,
+                evaluation.minutes,
+            )
             if evaluation.max_pairs:
                 logger.warning(
-                    "at %.0f pairs/s this machine can evaluate %d of the %d test pairs "
+                    "at %.0f ms a test pair this machine can evaluate %d of the %d test pairs "
                     "within the budget; pass more --minutes to evaluate all",
-                    pairs_per_s,
+                    1000 * seconds_per_pair,
                     evaluation.max_pairs,
                     test_pairs,
                 )
