@@ -236,3 +236,25 @@ def test_top1_selection_validates_the_genre_fine_tune_often_and_changes_nothing_
             plan.ce_dir.name: finetune,
             plan.backward_dir.name: defaults,
         }
+
+
+def test_the_budget_counts_from_when_the_command_began(tmp_path, monkeypatch):
+    import time
+
+    import rlchat.quickstart as quickstart
+
+    budgets = []
+
+    def first_stage_only(plan, stage, corpus, minutes):
+        budgets.append(minutes)
+        raise KeyboardInterrupt  # stop after the first stage's budget is known
+
+    monkeypatch.setattr(quickstart, "train_stage", first_stage_only)
+    plan = quickstart.QuickstartPlan(out=tmp_path, genres=["comedy"], minutes=20)
+    for started in (None, time.monotonic() - 120):  # now, and two minutes ago
+        with pytest.raises(KeyboardInterrupt):
+            quickstart.run_quickstart(plan, corpus=None, started=started)
+    reserve = quickstart.eval_plan(20, None, 0).minutes
+    share = SHARES["pretrain"] / sum(SHARES.values())
+    assert budgets[0] == pytest.approx((20 - reserve) * share, abs=0.01)
+    assert budgets[0] - budgets[1] == pytest.approx(2 * share, abs=0.01)

@@ -7,6 +7,7 @@ import json
 import logging
 import random
 import signal
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -606,6 +607,7 @@ def quickstart(
             resolve_corpus_dir(None)
         except CorpusNotFoundError:
             data_download(dest=None)
+    started = time.monotonic()  # the budget counts from here: the download is not in it
     loaded = open_corpus(corpus)
     genres = checked_genres(loaded, genre or ["comedy"])
     if split_by not in ("conversation", "movie"):
@@ -626,7 +628,7 @@ def quickstart(
         finetune_select_top1_weight=finetune_select_top1,
     )
     try:
-        evaluation = run_quickstart(plan, loaded)
+        evaluation = run_quickstart(plan, loaded, started)
     except KeyboardInterrupt:
         fail(f"interrupted; run the same command again to resume from {out}")
     print_evaluation(evaluation)
