@@ -171,17 +171,6 @@ def test_a_teacher_must_come_with_its_backward_model_and_the_students_tokenizer(
         distil(tmp_path / "b", corpus, forward, tmp_path / "nowhere")
     with pytest.raises(RunError, match="forward run"):
         distil(tmp_path / "c", corpus, backward, backward)
-    other = tmp_path / "other"  # a run with a vocabulary of its own
-    train_cross_entropy(
-        out=other,
-        corpus=corpus,
-        data_config=DataConfig(genres=["comedy"]),
-        tokenizer_config=TokenizerConfig(vocab_size=300, max_tokens=8),
-        model_config=ModelConfig(embedding_dim=16, hidden_size=32),
-        train_config=CrossEntropyConfig(max_steps=1, batch_size=16),
-        device="cpu",
-        progress=False,
-        tensorboard=False,
-    )
+    other = train_tiny_run(tmp_path / "other", corpus, vocab_size=300)  # its own vocabulary
     with pytest.raises(RunError, match="another tokenizer"):
         distil(tmp_path / "d", corpus, other, backward, init=forward)

@@ -15,13 +15,14 @@ def train_tiny_run(
     genre: str = "comedy",
     direction: str = "forward",
     init: Path | None = None,
+    vocab_size: int = 400,
 ) -> Path:
     train_cross_entropy(
         out=out,
         corpus=corpus,
         data_config=DataConfig(genres=[genre], direction=direction),
         init=init,
-        tokenizer_config=TokenizerConfig(vocab_size=400, max_tokens=8),
+        tokenizer_config=TokenizerConfig(vocab_size=vocab_size, max_tokens=8),
         model_config=ModelConfig(embedding_dim=16, hidden_size=32),
         train_config=CrossEntropyConfig(max_steps=3, batch_size=16),
         device="cpu",
