@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from helpers.tiny_run import train_tiny_run
+from helpers.tiny_run import train_tiny_pair
 from rlchat.chatbot import Chatbot, as_corpus_line
 from rlchat.config import DecodeConfig
 from rlchat.corpus import load_corpus
@@ -22,8 +22,7 @@ MESSAGES = ["how are you?", "what time is it?", "where are you going tonight?", 
 def bot(tmp_path_factory, corpus_dir):
     corpus = load_corpus(corpus_dir)
     root = tmp_path_factory.mktemp("rerank")
-    forward = train_tiny_run(root / "forward", corpus)
-    backward = train_tiny_run(root / "backward", corpus, direction="backward", init=forward)
+    forward, backward = train_tiny_pair(root, corpus)
     return Chatbot.load(forward, device="cpu", backward=backward)
 
 

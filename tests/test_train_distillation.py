@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from helpers.tiny_run import train_tiny_run
+from helpers.tiny_run import train_tiny_pair, train_tiny_run
 from rlchat.chatbot import Chatbot
 from rlchat.checkpoint import load_bundle, load_weights
 from rlchat.config import (
@@ -17,13 +17,14 @@ from rlchat.config import (
     ModelConfig,
     TokenizerConfig,
     from_dict,
+    served_decoding,
 )
 from rlchat.corpus import load_corpus
 from rlchat.dataset import prepare_dataset
 from rlchat.model import Seq2Seq
 from rlchat.runs import RunDir, RunError
 from rlchat.train.cross_entropy import CrossEntropyTrainer, evaluate_loss, train_cross_entropy
-from rlchat.train.distillation import TEACHER_BATCH, TEACHER_FILE, teacher_decoding
+from rlchat.train.distillation import TEACHER_BATCH, TEACHER_FILE
 
 SHARE = 0.05  # of comedy's training pairs: enough rows to check, quick to decode
 
@@ -32,8 +33,7 @@ SHARE = 0.05  # of comedy's training pairs: enough rows to check, quick to decod
 def runs(tmp_path_factory, corpus_dir):
     corpus = load_corpus(corpus_dir)
     root = tmp_path_factory.mktemp("distil")
-    forward = train_tiny_run(root / "forward", corpus)
-    backward = train_tiny_run(root / "backward", corpus, direction="backward", init=forward)
+    forward, backward = train_tiny_pair(root, corpus)
     return corpus, forward, backward
 
 
@@ -94,7 +94,7 @@ def test_the_teachers_mmi_replies_replace_the_chosen_share_of_replies(tmp_path, 
     again = teacher.mmi_reply_ids(
         [e.pair.source for e in chosen],
         [e.source for e in chosen],
-        teacher_decoding(),
+        served_decoding(),
         torch.Generator().manual_seed(CrossEntropyConfig.seed),
     )
     assert again == saved["replies"][:TEACHER_BATCH]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
@@ -142,6 +142,12 @@ class DecodeConfig:
 # length bonus every setting fell to short replies ("home.", "me."); beam candidates kept
 # BLEU-2 but not variety (top1 0.3-0.6). The mmi_* defaults above are the same choice.
 MMI_DECODING: dict[str, Any] = {"strategy": "sample", "top_p": 0.75, "rerank": "mmi"}
+
+
+def served_decoding() -> DecodeConfig:
+    """How the quickstart's bot answers (and a distillation teacher): MMI reranking of
+    sampled candidates (defaults chosen on the validation split, `experiments/mmi_sweep.py`)."""
+    return replace(DecodeConfig(), **MMI_DECODING)
 
 
 @dataclass
@@ -316,7 +322,7 @@ class CrossEntropyConfig(LoopConfig):
         default=0.5,
         metadata={
             "help": "share of training pairs whose reply the teacher's replaces",
-            "min": 0,
+            "min": 0.01,
             "max": 1,
         },
     )

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,13 @@ from rlchat.checkpoint import CheckpointError, atomic_write_text, verify_bundle
 from rlchat.config import (
     FINETUNE_EVAL_EVERY,
     FINETUNE_VOCAB_UNLIKELIHOOD,
-    MMI_DECODING,
     CrossEntropyConfig,
     DataConfig,
     DecodeConfig,
     ModelConfig,
     RLConfig,
     TokenizerConfig,
+    served_decoding,
 )
 from rlchat.corpus import Corpus
 from rlchat.runs import RunDir, RunError
@@ -119,12 +119,6 @@ class QuickstartPlan:
             "backward": self.backward_dir,
             "rl": self.rl_dir,
         }
-
-
-def served_decoding() -> DecodeConfig:
-    """How the quickstart's bot answers: MMI reranking of sampled candidates (defaults
-    chosen on the validation split, `experiments/mmi_sweep.py`)."""
-    return replace(DecodeConfig(), **MMI_DECODING)
 
 
 # --------------------------------------------------------------------------- budget

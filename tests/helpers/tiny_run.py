@@ -30,3 +30,9 @@ def train_tiny_run(
         tensorboard=False,
     )
     return out
+
+
+def train_tiny_pair(root: Path, corpus: Corpus) -> tuple[Path, Path]:
+    """A tiny comedy run and its backward model, fine-tuned from it: what MMI needs."""
+    forward = train_tiny_run(root / "forward", corpus)
+    return forward, train_tiny_run(root / "backward", corpus, direction="backward", init=forward)

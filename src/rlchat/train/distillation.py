@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from rlchat.checkpoint import atomic_write_text
-from rlchat.config import MMI_DECODING, CrossEntropyConfig, DecodeConfig
+from rlchat.config import CrossEntropyConfig, served_decoding
 from rlchat.dataset import Example, seeded_sample
 from rlchat.runs import RunError
 
@@ -40,11 +40,6 @@ class TeacherReplies:
     rows: list[int]  # indices into the training examples whose reply the teacher's replaces
     replies: list[list[int]]
     seconds: float  # what decoding them took, part of the stage's budget
-
-
-def teacher_decoding() -> DecodeConfig:
-    """The teacher answers as the served bot does: MMI over sampled candidates."""
-    return replace(DecodeConfig(), **MMI_DECODING)
 
 
 def load_teacher(config: CrossEntropyConfig, tokenizer_json: str, device: torch.device) -> Any:
@@ -74,7 +69,7 @@ def decode_teacher_replies(
 ) -> list[list[int]]:
     """The teacher's MMI reply to each chosen example's input, in batches, seeded."""
     generator = torch.Generator(device=teacher.device).manual_seed(seed)
-    config = teacher_decoding()
+    config = served_decoding()  # the teacher answers as the served bot does
     replies: list[list[int]] = []
     with tqdm(total=len(rows), disable=not progress, unit="pair", desc="teacher replies") as bar:
         for start in range(0, len(rows), TEACHER_BATCH):
@@ -101,7 +96,9 @@ def teacher_replies(
         saved = json.loads(path.read_text(encoding="utf-8"))
         logger.info("read %d teacher replies from %s", len(saved["rows"]), path)
         return TeacherReplies(saved["rows"], saved["replies"], 0.0)
-    rows = seeded_sample(len(examples), round(config.distil_share * len(examples)), config.seed)
+    # At least one row: seeded_sample reads a size of 0 as "all of them".
+    size = max(1, round(config.distil_share * len(examples)))
+    rows = seeded_sample(len(examples), size, config.seed)
     rows = [int(row) for row in rows]
     started = time.monotonic()
     teacher = load_teacher(config, tokenizer_json, device)
